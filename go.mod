@@ -1,0 +1,8 @@
+module github.com/nsqkit/go-nsq
+
+go 1.26
+
+require (
+	github.com/golang/snappy v1.0.0
+	github.com/stretchr/testify v1.12.1
+)
