@@ -1,0 +1,219 @@
+package nsq
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"strconv"
+	"time"
+)
+
+// Command is one command of the nsqd TCP protocol: a line of Name and Params
+// separated by spaces, then, when Body is not nil, a 4-byte big-endian size
+// and the body. The Producer does not build Commands on its publish path (it
+// encodes publishes straight into the connection's write buffer); they are
+// for code that talks to nsqd through a [Conn].
+type Command struct {
+	Name   []byte
+	Params [][]byte
+	Body   []byte
+}
+
+// String returns the command's line without the trailing newline and body,
+// for example "PUB mytopic".
+func (c *Command) String() string {
+	if len(c.Params) > 0 {
+		return string(c.Name) + " " + string(bytes.Join(c.Params, []byte(" ")))
+	}
+	return string(c.Name)
+}
+
+// WriteTo writes the command in wire format to w and returns the number of
+// bytes written. It makes one Write call for the line and size and one for
+// the body.
+func (c *Command) WriteTo(w io.Writer) (int64, error) {
+	n := len(c.Name) + 1
+	for _, p := range c.Params {
+		n += 1 + len(p)
+	}
+	if c.Body != nil {
+		n += 4
+	}
+	buf := make([]byte, 0, n)
+	buf = c.appendHeader(buf)
+	m, err := w.Write(buf)
+	total := int64(m)
+	if err != nil || c.Body == nil {
+		return total, err
+	}
+	m, err = w.Write(c.Body)
+	return total + int64(m), err
+}
+
+// appendHeader appends the command line and, with a body, its size.
+func (c *Command) appendHeader(buf []byte) []byte {
+	buf = append(buf, c.Name...)
+	for _, p := range c.Params {
+		buf = append(buf, ' ')
+		buf = append(buf, p...)
+	}
+	buf = append(buf, '\n')
+	if c.Body != nil {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(c.Body)))
+	}
+	return buf
+}
+
+// Identify creates an IDENTIFY command with js marshalled as its JSON body.
+func Identify(js map[string]interface{}) (*Command, error) {
+	body, err := json.Marshal(js)
+	if err != nil {
+		return nil, err
+	}
+	return &Command{Name: []byte("IDENTIFY"), Body: body}, nil
+}
+
+// Auth creates an AUTH command carrying secret.
+func Auth(secret string) (*Command, error) {
+	return &Command{Name: []byte("AUTH"), Body: []byte(secret)}, nil
+}
+
+// Nop creates a NOP command, which nsqd never answers. It is the answer to a
+// heartbeat.
+func Nop() *Command {
+	return &Command{Name: []byte("NOP")}
+}
+
+// Publish creates a PUB command: body to topic.
+func Publish(topic string, body []byte) *Command {
+	return &Command{Name: []byte("PUB"), Params: [][]byte{[]byte(topic)}, Body: body}
+}
+
+// DeferredPublish creates a DPUB command: body to topic, delivered to
+// consumers no earlier than delay from now ("DPUB topic <milliseconds>").
+func DeferredPublish(topic string, delay time.Duration, body []byte) *Command {
+	ms := strconv.AppendInt(nil, int64(delay/time.Millisecond), 10)
+	return &Command{Name: []byte("DPUB"), Params: [][]byte{[]byte(topic), ms}, Body: body}
+}
+
+// MultiPublish creates an MPUB command: bodies to topic, stored all or none.
+// The bodies are copied into the command.
+func MultiPublish(topic string, bodies [][]byte) (*Command, error) {
+	return &Command{Name: []byte("MPUB"), Params: [][]byte{[]byte(topic)}, Body: encodeMPUBBody(bodies)}, nil
+}
+
+// mpubBodySize is the size of an MPUB body: the 4-byte count, then a 4-byte
+// size before each message.
+func mpubBodySize(bodies [][]byte) int64 {
+	n := int64(4)
+	for _, b := range bodies {
+		n += 4 + int64(len(b))
+	}
+	return n
+}
+
+// encodeMPUBBody returns an MPUB body holding copies of bodies.
+func encodeMPUBBody(bodies [][]byte) []byte {
+	buf := make([]byte, 0, mpubBodySize(bodies))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(bodies)))
+	for _, b := range bodies {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(b)))
+		buf = append(buf, b...)
+	}
+	return buf
+}
+
+// The producer's publish path encodes straight into the connection's
+// buffered writer: the command line and sizes go into the writer's free
+// space, bodies are copied once, into the buffer (or written through when
+// larger than it). Nothing is allocated per publish.
+
+// maxHeader is the longest command line plus size prefix the encoders write
+// in one piece: "DPUB " + a 64-byte topic + " " + 20 digits + "\n" + 8 bytes.
+const maxHeader = 128
+
+// headerBuf returns the writer's free space for a header, flushing first
+// when there is too little so that appending never allocates.
+func headerBuf(w *bufio.Writer) ([]byte, error) {
+	if w.Available() < maxHeader {
+		if err := w.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	return w.AvailableBuffer(), nil
+}
+
+// writePUB encodes "PUB topic\n[size][body]".
+func writePUB(w *bufio.Writer, topic string, body []byte) error {
+	b, err := headerBuf(w)
+	if err != nil {
+		return err
+	}
+	b = append(b, "PUB "...)
+	b = append(b, topic...)
+	b = append(b, '\n')
+	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
+	w.Write(b)
+	_, err = w.Write(body)
+	return err
+}
+
+// writeDPUB encodes "DPUB topic ms\n[size][body]".
+func writeDPUB(w *bufio.Writer, topic string, delay time.Duration, body []byte) error {
+	b, err := headerBuf(w)
+	if err != nil {
+		return err
+	}
+	b = append(b, "DPUB "...)
+	b = append(b, topic...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(delay/time.Millisecond), 10)
+	b = append(b, '\n')
+	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
+	w.Write(b)
+	_, err = w.Write(body)
+	return err
+}
+
+// writeMPUBHeader encodes "MPUB topic\n[body size][count]"; the messages
+// follow, each through writeMPUBMessage.
+func writeMPUBHeader(w *bufio.Writer, topic string, bodySize int64, count int) error {
+	b, err := headerBuf(w)
+	if err != nil {
+		return err
+	}
+	b = append(b, "MPUB "...)
+	b = append(b, topic...)
+	b = append(b, '\n')
+	b = binary.BigEndian.AppendUint32(b, uint32(bodySize))
+	b = binary.BigEndian.AppendUint32(b, uint32(count))
+	_, err = w.Write(b)
+	return err
+}
+
+// writeMPUBMessage encodes one message of an MPUB: "[size][body]".
+func writeMPUBMessage(w *bufio.Writer, body []byte) error {
+	var size [4]byte
+	binary.BigEndian.PutUint32(size[:], uint32(len(body)))
+	w.Write(size[:])
+	_, err := w.Write(body)
+	return err
+}
+
+// writeMPUBEncoded encodes "MPUB topic\n[size]" followed by a body already
+// encoded by encodeMPUBBody.
+func writeMPUBEncoded(w *bufio.Writer, topic string, body []byte) error {
+	b, err := headerBuf(w)
+	if err != nil {
+		return err
+	}
+	b = append(b, "MPUB "...)
+	b = append(b, topic...)
+	b = append(b, '\n')
+	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
+	w.Write(b)
+	_, err = w.Write(body)
+	return err
+}

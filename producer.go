@@ -1,0 +1,855 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type logger interface {
+	Output(calldepth int, s string) error
+}
+
+// LogLevel is the severity of a log line.
+type LogLevel int
+
+// Log levels, lowest first.
+const (
+	LogLevelDebug LogLevel = iota
+	LogLevelInfo
+	LogLevelWarning
+	LogLevelError
+	LogLevelMax = iota - 1 // the highest level
+)
+
+// String returns the level's three-letter tag: "DBG", "INF", "WRN" or "ERR".
+func (lvl LogLevel) String() string {
+	switch lvl {
+	case LogLevelInfo:
+		return "INF"
+	case LogLevelWarning:
+		return "WRN"
+	case LogLevelError:
+		return "ERR"
+	}
+	return "DBG"
+}
+
+var instCount atomic.Int64
+
+// errStopTimeout is why transactions still unanswered when Config.StopTimeout
+// runs out fail.
+var errStopTimeout = errors.New("nsq: Stop gave up waiting for nsqd's answers (stop_timeout)")
+
+// Producer publishes to one nsqd. It connects lazily, on the first publish,
+// and reconnects after a failure; it is safe for concurrent use.
+//
+// Every publish it accepts completes exactly once, with nsqd's answer: see
+// the package documentation for what each error means.
+type Producer struct {
+	id     int64
+	addr   string
+	config Config
+
+	logMu  sync.RWMutex
+	logger [LogLevelMax + 1]logger // guarded by logMu
+	logLvl LogLevel                // guarded by logMu
+
+	// mu guards stopped. A call holds it for reading while it hands a
+	// transaction to the router, so once Stop has set stopped under the
+	// write lock no transaction can arrive that the router will not see.
+	mu      sync.RWMutex
+	stopped bool
+
+	startOnce sync.Once   // starts the router
+	started   atomic.Bool // the router was started
+
+	limit pendingLimit // Config.MaxPending and MaxPendingBytes
+
+	// The router's inbox.
+	transactionChan chan *ProducerTransaction // accepted publishes
+	responseChan    chan []byte               // response frames of the current Conn (unbuffered: keeps order)
+	errorChan       chan []byte               // error frames of the current Conn (unbuffered: keeps order)
+	closeChan       chan *Conn                // a Conn has closed and its goroutines have exited
+	connectChan     chan connectResult        // a connection attempt has ended
+	writeDoneChan   chan error                // the write goroutine has flushed the batch it was given
+	stopChan        chan struct{}             // closed by Stop
+	exitChan        chan struct{}             // closed when the router has exited
+
+	r router // owned by the router goroutine
+}
+
+// router is the state of the producer's router goroutine. Only that
+// goroutine touches it.
+type router struct {
+	conn          *Conn              // the connection in use; nil when there is none
+	connected     bool               // conn has finished its handshake
+	closing       bool               // conn is being torn down; its OnClose is awaited
+	connecting    bool               // a connection attempt is running
+	cancelConnect context.CancelFunc // cancels it
+
+	queue   txQueue // accepted, not yet handed to the write goroutine, oldest first
+	pending txQueue // handed to the write goroutine, awaiting nsqd's answer, oldest first
+	deliver txQueue // completed, waiting for their doneChan to take them, oldest first
+
+	writing bool                   // the write goroutine holds batch
+	batch   []*ProducerTransaction // the batch being written; reused
+	nops    []*ProducerTransaction // the Pings in batch: complete once it is written
+
+	batchBytes int // largest automatic MPUB body; shrinks if nsqd refuses one as too big
+
+	failures int       // consecutive failed connection attempts
+	retryAt  time.Time // no connection attempt before this
+
+	draining bool      // Stop was called
+	deadline time.Time // when Stop stops waiting
+	expired  bool      // the deadline has passed
+	timer    *time.Timer
+	timerAt  time.Time // when timer fires; zero when it is not armed
+
+	relCount, relBytes int64 // completed since the last release to limit
+}
+
+type connectResult struct {
+	conn *Conn
+	err  error
+}
+
+// NewProducer returns a Producer for the nsqd TCP address addr. config is
+// validated and copied: later changes to it have no effect. Nothing connects
+// until the first publish (or Ping).
+func NewProducer(addr string, config *Config) (*Producer, error) {
+	if config == nil {
+		return nil, errors.New("nsq: NewProducer needs a Config from NewConfig, got nil")
+	}
+	config.assertInitialized()
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Producer{
+		id:              instCount.Add(1),
+		addr:            addr,
+		config:          *config,
+		transactionChan: make(chan *ProducerTransaction, 1024),
+		responseChan:    make(chan []byte),
+		errorChan:       make(chan []byte),
+		closeChan:       make(chan *Conn, 1),
+		connectChan:     make(chan connectResult, 1),
+		writeDoneChan:   make(chan error, 1),
+		stopChan:        make(chan struct{}),
+		exitChan:        make(chan struct{}),
+	}
+	p.limit.init(int64(p.config.MaxPending), p.config.MaxPendingBytes)
+	p.r.batchBytes = p.config.MaxBatchBytes
+	if p.config.MaxBodySize > 0 && int64(p.r.batchBytes) > p.config.MaxBodySize {
+		p.r.batchBytes = int(p.config.MaxBodySize)
+	}
+	l := log.New(os.Stderr, "", log.Flags())
+	for i := range p.logger {
+		p.logger[i] = l
+	}
+	p.logLvl = LogLevelInfo
+	return p, nil
+}
+
+// String returns the nsqd address given to NewProducer.
+func (p *Producer) String() string { return p.addr }
+
+// Publish publishes body to topic and waits for nsqd's answer. body may be
+// reused once Publish returns.
+func (p *Producer) Publish(topic string, body []byte) error {
+	return p.publishSync(nil, kindPUB, topic, 0, body, nil)
+}
+
+// MultiPublish publishes bodies to topic in one MPUB command, stored all or
+// none, and waits for nsqd's answer. The bodies may be reused once it returns.
+func (p *Producer) MultiPublish(topic string, body [][]byte) error {
+	return p.publishSync(nil, kindMPUB, topic, 0, nil, body)
+}
+
+// DeferredPublish publishes body to topic, to be delivered to consumers no
+// earlier than delay from now (milliseconds are the unit nsqd takes), and
+// waits for nsqd's answer. body may be reused once it returns.
+func (p *Producer) DeferredPublish(topic string, delay time.Duration, body []byte) error {
+	return p.publishSync(nil, kindDPUB, topic, delay, body, nil)
+}
+
+// PublishAsync publishes body to topic without waiting. Once nsqd has
+// answered (or the publish has failed), a *ProducerTransaction carrying the
+// result and args is sent on doneChan; with a nil doneChan the result is
+// dropped. Results arrive in the order the publishes were made. body must
+// not be modified until the result arrives.
+//
+// An error returned here (invalid input, ErrStopped) means the publish was
+// not accepted and nothing will be sent on doneChan.
+func (p *Producer) PublishAsync(topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	return p.publishAsync(nil, kindPUB, topic, 0, body, nil, doneChan, args)
+}
+
+// MultiPublishAsync is the asynchronous MultiPublish: see PublishAsync. The
+// bodies are copied, so they may be reused once it returns.
+func (p *Producer) MultiPublishAsync(topic string, body [][]byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	return p.publishAsync(nil, kindMPUB, topic, 0, nil, body, doneChan, args)
+}
+
+// DeferredPublishAsync is the asynchronous DeferredPublish: see PublishAsync.
+func (p *Producer) DeferredPublishAsync(topic string, delay time.Duration, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	return p.publishAsync(nil, kindDPUB, topic, delay, body, nil, doneChan, args)
+}
+
+// Ping connects to nsqd if there is no connection, and sends it a NOP. It
+// returns nil once the NOP is written (nsqd never answers NOP), or the error
+// that kept it from being written.
+func (p *Producer) Ping() error {
+	tx := getSyncTx()
+	tx.kind = kindNOP
+	return p.do(nil, tx)
+}
+
+// Stop stops the producer, permanently. Publishes made after Stop begins
+// return ErrStopped. Stop waits for nsqd's answers to every publish already
+// accepted, and for their results to be taken from their doneChans, for at
+// most Config.StopTimeout; what is still unanswered then fails with
+// ErrUnknownOutcome (written) or ErrNeverSent (not written). Then it closes
+// the connection. When Stop returns, every accepted publish has completed
+// and the producer's goroutines have exited. Calling Stop again does nothing.
+func (p *Producer) Stop() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		if p.started.Load() {
+			<-p.exitChan
+		}
+		return
+	}
+	p.stopped = true
+	p.mu.Unlock()
+	close(p.stopChan)
+	if p.started.Load() {
+		<-p.exitChan
+	}
+}
+
+// SetLogger sets the logger for every level, and the lowest level logged.
+// A nil logger silences the producer.
+func (p *Producer) SetLogger(l logger, lvl LogLevel) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	for i := range p.logger {
+		p.logger[i] = l
+	}
+	p.logLvl = lvl
+}
+
+// SetLoggerForLevel sets the logger for one level.
+func (p *Producer) SetLoggerForLevel(l logger, lvl LogLevel) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	if lvl >= 0 && lvl <= LogLevelMax {
+		p.logger[lvl] = l
+	}
+}
+
+// SetLoggerLevel sets the lowest level logged.
+func (p *Producer) SetLoggerLevel(lvl LogLevel) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	p.logLvl = lvl
+}
+
+func (p *Producer) log(lvl LogLevel, format string, args ...any) {
+	if lvl < 0 || lvl > LogLevelMax {
+		return
+	}
+	p.logMu.RLock()
+	l, min := p.logger[lvl], p.logLvl
+	p.logMu.RUnlock()
+	if l == nil || lvl < min {
+		return
+	}
+	l.Output(2, fmt.Sprintf("%-4s %3d %s", lvl, p.id, fmt.Sprintf(format, args...)))
+}
+
+// publishSync validates a publish, hands it to the router and waits.
+func (p *Producer) publishSync(ctx context.Context, kind txKind, topic string, delay time.Duration, body []byte, bodies [][]byte) error {
+	size, err := p.check(kind, topic, delay, body, bodies)
+	if err != nil {
+		return err
+	}
+	tx := getSyncTx()
+	tx.kind, tx.topic, tx.delay, tx.body, tx.bodies, tx.size, tx.ctx = kind, topic, delay, body, bodies, size, ctx
+	return p.do(ctx, tx)
+}
+
+// publishAsync validates a publish and hands it to the router.
+func (p *Producer) publishAsync(ctx context.Context, kind txKind, topic string, delay time.Duration, body []byte, bodies [][]byte,
+	doneChan chan *ProducerTransaction, args []interface{}) error {
+	size, err := p.check(kind, topic, delay, body, bodies)
+	if err != nil {
+		return err
+	}
+	if kind == kindMPUB {
+		// go-nsq copies MultiPublishAsync's bodies at the call; callers rely on it.
+		body, bodies = encodeMPUBBody(bodies), nil
+	}
+	tx := &ProducerTransaction{Args: args, doneChan: doneChan, kind: kind, topic: topic, delay: delay, body: body, size: size}
+	return p.enqueue(ctx, tx)
+}
+
+// do runs a sync transaction: enqueue, wait, recycle.
+func (p *Producer) do(ctx context.Context, tx *ProducerTransaction) error {
+	if err := p.enqueue(ctx, tx); err != nil {
+		putSyncTx(tx)
+		return err
+	}
+	if ctx == nil {
+		<-tx.doneChan
+	} else {
+		select {
+		case <-tx.doneChan:
+		case <-ctx.Done():
+			// The transaction stays queued or in flight and completes on its
+			// own; the router never recycles it, so it is left to the GC.
+			return &waitError{ctx: ctx}
+		}
+	}
+	err := tx.Error
+	putSyncTx(tx)
+	return err
+}
+
+// enqueue takes room under the pending limits and hands tx to the router.
+func (p *Producer) enqueue(ctx context.Context, tx *ProducerTransaction) error {
+	if err := p.limit.acquire(ctx, tx.size, p.stopChan); err != nil {
+		return err
+	}
+	p.mu.RLock()
+	if p.stopped {
+		p.mu.RUnlock()
+		p.limit.release(1, tx.size)
+		return ErrStopped
+	}
+	p.startOnce.Do(p.start)
+	p.transactionChan <- tx
+	p.mu.RUnlock()
+	return nil
+}
+
+// check refuses, at the call, a publish that nsqd would reject (and that
+// would take the shared connection down with it) or that breaks a limit the
+// user configured. It returns the bytes the publish holds.
+func (p *Producer) check(kind txKind, topic string, delay time.Duration, body []byte, bodies [][]byte) (int64, error) {
+	if !isValidName(topic) {
+		return 0, fmt.Errorf("%w %q: want 1 to 64 characters of [.a-zA-Z0-9_-], optionally followed by #ephemeral", ErrInvalidTopic, topic)
+	}
+	switch kind {
+	case kindDPUB:
+		if delay < 0 || delay > p.config.MaxDeferredDelay {
+			return 0, fmt.Errorf("%w: %s is outside [0, %s] (max_deferred_delay)", ErrInvalidDelay, delay, p.config.MaxDeferredDelay)
+		}
+		fallthrough
+	case kindPUB:
+		return int64(len(body)), p.checkBody(body, -1)
+	}
+	if len(bodies) == 0 {
+		return 0, fmt.Errorf("%w: MultiPublish needs at least one body", ErrEmptyBody)
+	}
+	for i, b := range bodies {
+		if err := p.checkBody(b, i); err != nil {
+			return 0, err
+		}
+	}
+	size := mpubBodySize(bodies)
+	if max := p.config.MaxBodySize; max > 0 && size > max {
+		return 0, fmt.Errorf("%w: MPUB body of %d bytes is over max_body_size (%d)", ErrTooLarge, size, max)
+	}
+	return size, nil
+}
+
+func (p *Producer) checkBody(body []byte, i int) error {
+	which := "message body"
+	if i >= 0 {
+		which = fmt.Sprintf("body %d", i)
+	}
+	if len(body) == 0 {
+		return fmt.Errorf("%w: %s is empty (nsqd refuses empty messages)", ErrEmptyBody, which)
+	}
+	if max := p.config.MaxMsgSize; max > 0 && int64(len(body)) > max {
+		return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, which, len(body), max)
+	}
+	return nil
+}
+
+// waitError is returned by a context call whose context ended before nsqd
+// answered. The publish itself goes on: it may still be published.
+type waitError struct{ ctx context.Context }
+
+func (e *waitError) Error() string {
+	return "nsq: stopped waiting for nsqd's answer, the publish may still succeed: " + context.Cause(e.ctx).Error()
+}
+
+func (e *waitError) Unwrap() []error {
+	if cause := context.Cause(e.ctx); cause != e.ctx.Err() {
+		return []error{e.ctx.Err(), cause}
+	}
+	return []error{e.ctx.Err()}
+}
+
+// start launches the router; it runs until Stop.
+func (p *Producer) start() {
+	p.started.Store(true)
+	p.r.timer = time.NewTimer(time.Hour)
+	p.r.timer.Stop()
+	go p.route()
+}
+
+type producerConnDelegate struct{ p *Producer }
+
+func (d producerConnDelegate) OnResponse(c *Conn, data []byte) { d.p.responseChan <- data }
+func (d producerConnDelegate) OnError(c *Conn, data []byte)    { d.p.errorChan <- data }
+func (d producerConnDelegate) OnIOError(c *Conn, err error)    {}
+func (d producerConnDelegate) OnHeartbeat(c *Conn)             {}
+func (d producerConnDelegate) OnClose(c *Conn)                 { d.p.closeChan <- c }
+
+// route is the router goroutine: it owns the transaction queues and the
+// connection, hands batches to the write goroutine, matches nsqd's answers
+// to the oldest pending transactions and delivers results.
+func (p *Producer) route() {
+	defer close(p.exitChan)
+	r := &p.r
+	stopChan := p.stopChan
+	for {
+		p.advance()
+		p.releaseCompleted()
+		if r.draining && p.finished() {
+			break
+		}
+		p.armTimer()
+
+		var deliverChan chan *ProducerTransaction
+		var head *ProducerTransaction
+		if r.deliver.len() > 0 {
+			head = r.deliver.peek(0)
+			deliverChan = head.doneChan
+		}
+		select {
+		case tx := <-p.transactionChan:
+			p.accept(tx)
+			for more := true; more; {
+				select {
+				case tx := <-p.transactionChan:
+					p.accept(tx)
+				default:
+					more = false
+				}
+			}
+		case data := <-p.responseChan:
+			p.onResponse(data)
+		case data := <-p.errorChan:
+			p.onErrorFrame(data)
+		case err := <-p.writeDoneChan:
+			p.onWritten(err)
+		case c := <-p.closeChan:
+			p.onClosed(c)
+		case res := <-p.connectChan:
+			p.onConnected(res)
+		case deliverChan <- head:
+			r.deliver.popFront()
+			p.released(head)
+		case <-r.timer.C:
+			r.timerAt = time.Time{}
+			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
+				p.expire()
+			}
+		case <-stopChan:
+			stopChan = nil
+			r.draining = true
+			r.deadline = time.Now().Add(p.config.StopTimeout)
+		}
+	}
+	r.timer.Stop()
+	p.releaseCompleted()
+}
+
+// advance starts whatever can start: a connection attempt when work waits
+// and there is no connection, a write when the connection is idle, and, once
+// stopping with nothing left to answer, the close.
+func (p *Producer) advance() {
+	r := &p.r
+	if r.queue.len() > 0 {
+		switch {
+		case r.conn == nil:
+			if !r.connecting && !time.Now().Before(r.retryAt) {
+				p.startConnect()
+			}
+		case r.connected && !r.closing && !r.writing:
+			p.startWrite()
+		}
+	}
+	if r.draining && r.conn != nil && !r.closing && p.quiet() {
+		p.closeConn(ErrStopped)
+	}
+}
+
+// quiet reports whether no accepted transaction is still unanswered.
+func (p *Producer) quiet() bool {
+	r := &p.r
+	return len(p.transactionChan) == 0 && r.queue.len() == 0 && r.pending.len() == 0 && !r.writing && !r.connecting
+}
+
+// finished reports whether a stopping router may exit.
+func (p *Producer) finished() bool {
+	r := &p.r
+	return p.quiet() && r.conn == nil && (r.deliver.len() == 0 || r.expired)
+}
+
+// armTimer points the timer at the next moment the router must act on its
+// own: the end of a reconnect backoff, or Stop's deadline.
+func (p *Producer) armTimer() {
+	r := &p.r
+	var at time.Time
+	if r.queue.len() > 0 && r.conn == nil && !r.connecting {
+		at = r.retryAt
+	}
+	if r.draining && !r.expired && (at.IsZero() || r.deadline.Before(at)) {
+		at = r.deadline
+	}
+	if at.Equal(r.timerAt) {
+		return
+	}
+	r.timerAt = at
+	if at.IsZero() {
+		r.timer.Stop()
+		return
+	}
+	r.timer.Reset(time.Until(at))
+}
+
+func (p *Producer) accept(tx *ProducerTransaction) {
+	if p.r.expired {
+		p.complete(tx, neverSent(errStopTimeout))
+		return
+	}
+	p.r.queue.pushBack(tx)
+}
+
+func (p *Producer) startConnect() {
+	r := &p.r
+	ctx, cancel := context.WithCancel(context.Background())
+	r.connecting, r.cancelConnect = true, cancel
+	c := NewConn(p.addr, &p.config, producerConnDelegate{p})
+	c.logf = p.log
+	p.log(LogLevelInfo, "(%s) connecting to nsqd", p.addr)
+	go func() {
+		_, err := c.connect(ctx)
+		p.connectChan <- connectResult{conn: c, err: err}
+	}()
+}
+
+func (p *Producer) onConnected(res connectResult) {
+	r := &p.r
+	r.connecting = false
+	r.cancelConnect()
+	if res.err != nil {
+		r.failures++
+		wait := p.backoff(r.failures)
+		r.retryAt = time.Now().Add(wait)
+		p.log(LogLevelError, "(%s) error connecting to nsqd - %s (next attempt in %s at the earliest)", p.addr, res.err, wait.Round(time.Millisecond))
+		err := neverSent(res.err)
+		for r.queue.len() > 0 {
+			p.complete(r.queue.popFront(), err)
+		}
+		return
+	}
+	r.conn, r.connected, r.failures = res.conn, true, 0
+}
+
+// backoff returns how long to wait after the n-th consecutive failed
+// connection attempt: exponential from ReconnectBackoff up to
+// MaxReconnectBackoff, with the upper half jittered.
+func (p *Producer) backoff(n int) time.Duration {
+	d := p.config.ReconnectBackoff
+	for i := 1; i < n && d < p.config.MaxReconnectBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, p.config.MaxReconnectBackoff)
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+// startWrite moves what is queued into a batch for the write goroutine:
+// runs of PUBs to one topic become one MPUB (automatic batching), each
+// command's transactions go to the pending FIFO, and the write goroutine
+// writes it all with one flush.
+func (p *Producer) startWrite() {
+	r := &p.r
+	maxCount := 1
+	if p.config.AutoBatch {
+		maxCount = p.config.MaxBatchMessages
+	}
+	batch := r.batch[:0]
+	for r.queue.len() > 0 {
+		tx := r.queue.popFront()
+		if tx.ctx != nil && tx.ctx.Err() != nil {
+			p.complete(tx, neverSent(context.Cause(tx.ctx)))
+			continue
+		}
+		switch tx.kind {
+		case kindBarrier:
+			if r.pending.len() == 0 {
+				p.complete(tx, nil)
+			} else {
+				r.pending.pushBack(tx)
+			}
+			continue
+		case kindNOP:
+			tx.n = 1
+			batch = append(batch, tx)
+			r.nops = append(r.nops, tx)
+			continue
+		}
+		first := len(batch)
+		batch = append(batch, tx)
+		r.pending.pushBack(tx)
+		if tx.kind == kindPUB && !tx.noBatch {
+			size := 8 + len(tx.body)
+			for len(batch)-first < maxCount && r.queue.len() > 0 {
+				next := r.queue.peek(0)
+				if next.kind != kindPUB || next.noBatch || next.topic != tx.topic || size+4+len(next.body) > r.batchBytes {
+					break
+				}
+				r.queue.popFront()
+				if next.ctx != nil && next.ctx.Err() != nil {
+					p.complete(next, neverSent(context.Cause(next.ctx)))
+					continue
+				}
+				size += 4 + len(next.body)
+				batch = append(batch, next)
+				r.pending.pushBack(next)
+			}
+		}
+		tx.n = len(batch) - first
+	}
+	r.batch = batch
+	if len(batch) == 0 {
+		return
+	}
+	r.writing = true
+	r.conn.sendBatch(batch, p.writeDoneChan)
+	// If the connection closed meanwhile, onClosed settles the batch.
+}
+
+func (p *Producer) onWritten(err error) {
+	r := &p.r
+	r.writing = false
+	for _, tx := range r.nops {
+		p.complete(tx, err)
+	}
+	clear(r.nops)
+	r.nops = r.nops[:0]
+	clear(r.batch)
+	r.batch = r.batch[:0]
+	// A write error has torn the connection down; onClosed follows.
+}
+
+func (p *Producer) onResponse(data []byte) {
+	r := &p.r
+	if r.closing {
+		return
+	}
+	if string(data) != respOK {
+		p.closeConn(&FrameError{Reason: fmt.Sprintf("unexpected response %q to a publish", data)})
+		return
+	}
+	if r.pending.len() == 0 {
+		p.closeConn(&FrameError{Reason: "nsqd answered OK with no command pending"})
+		return
+	}
+	for n := r.pending.peek(0).n; n > 0; n-- {
+		p.complete(r.pending.popFront(), nil)
+	}
+	p.popBarriers()
+}
+
+// onErrorFrame handles an error frame. nsqd closes the connection after any
+// error to a publish, without executing the commands pipelined behind the
+// failed one: only the failed command fails, the rest are sent again on a
+// new connection.
+func (p *Producer) onErrorFrame(data []byte) {
+	r := &p.r
+	if r.closing {
+		return
+	}
+	perr := ErrProtocol{Reason: string(data)}
+	if r.pending.len() == 0 {
+		p.closeConn(fmt.Errorf("nsq: nsqd sent an error with no command pending: %w", perr))
+		return
+	}
+	head := r.pending.peek(0)
+	n := head.n
+	code := perr.Code()
+	var retry txQueue
+	if n > 1 && (code == "E_BAD_MESSAGE" || code == "E_BAD_BODY") {
+		// An automatic batch that nsqd refused as a whole stored nothing:
+		// send its messages one by one, so that only the bad one fails.
+		if code == "E_BAD_BODY" && r.batchBytes > 1024 {
+			r.batchBytes /= 2
+			p.log(LogLevelWarning, "(%s) nsqd refused a batch of %d messages (%s); batches are now at most %d bytes: set max_batch_bytes below nsqd's --max-body-size", p.addr, n, perr, r.batchBytes)
+		}
+		for ; n > 0; n-- {
+			tx := r.pending.popFront()
+			tx.noBatch = true
+			retry.pushBack(tx)
+		}
+	} else {
+		p.log(LogLevelError, "(%s) nsqd refused a publish: %s", p.addr, perr)
+		for ; n > 0; n-- {
+			p.complete(r.pending.popFront(), perr)
+		}
+	}
+	if r.pending.len() > 0 {
+		p.log(LogLevelInfo, "(%s) resending the %d commands nsqd did not execute", p.addr, r.pending.len())
+	}
+	for r.pending.len() > 0 {
+		retry.pushBack(r.pending.popFront())
+	}
+	r.queue.prependAll(&retry)
+	p.closeConn(perr)
+}
+
+// popBarriers completes the Flush barriers that have reached the front of
+// the pending FIFO: everything before them has completed.
+func (p *Producer) popBarriers() {
+	r := &p.r
+	for r.pending.len() > 0 && r.pending.peek(0).kind == kindBarrier {
+		p.complete(r.pending.popFront(), nil)
+	}
+}
+
+// closeConn starts tearing the connection down; onClosed finishes.
+func (p *Producer) closeConn(err error) {
+	r := &p.r
+	if r.conn == nil || r.closing {
+		return
+	}
+	if err != ErrStopped {
+		p.log(LogLevelWarning, "(%s) closing the connection: %s", p.addr, err)
+	}
+	r.closing = true
+	r.conn.teardown(err)
+}
+
+// onClosed settles everything the closed connection held: what was written
+// and not answered has an unknown outcome.
+func (p *Producer) onClosed(c *Conn) {
+	r := &p.r
+	if c != r.conn {
+		return // cannot happen: one connection at a time
+	}
+	err := c.closeErr()
+	if !r.closing {
+		p.log(LogLevelError, "(%s) connection lost: %s", p.addr, err)
+	}
+	if r.writing {
+		select {
+		case <-p.writeDoneChan:
+		default:
+		}
+		r.writing = false
+	}
+	for _, tx := range r.nops {
+		p.complete(tx, unknownOutcome(err))
+	}
+	clear(r.nops)
+	r.nops = r.nops[:0]
+	clear(r.batch)
+	r.batch = r.batch[:0]
+	for r.pending.len() > 0 {
+		tx := r.pending.popFront()
+		if tx.kind == kindBarrier {
+			p.complete(tx, nil)
+		} else {
+			p.complete(tx, unknownOutcome(err))
+		}
+	}
+	r.conn, r.connected, r.closing = nil, false, false
+}
+
+// expire ends Stop's wait: what is queued fails as never sent, the
+// connection is closed (what it holds fails as unknown), a connection
+// attempt is cancelled.
+func (p *Producer) expire() {
+	r := &p.r
+	r.expired = true
+	n := r.queue.len() + r.pending.len()
+	if n > 0 || r.deliver.len() > 0 {
+		p.log(LogLevelWarning, "(%s) stop_timeout (%s): %d publishes still unanswered, %d results not taken from their doneChan",
+			p.addr, p.config.StopTimeout, n, r.deliver.len())
+	}
+	err := neverSent(errStopTimeout)
+	for r.queue.len() > 0 {
+		p.complete(r.queue.popFront(), err)
+	}
+	if r.connecting {
+		r.cancelConnect()
+	}
+	p.closeConn(errStopTimeout)
+	for r.deliver.len() > 0 {
+		p.released(r.deliver.popFront())
+	}
+}
+
+// complete records a transaction's outcome and delivers it: at once when its
+// doneChan has room, else through the deliver queue, which keeps results in
+// order without ever blocking the router.
+func (p *Producer) complete(tx *ProducerTransaction, err error) {
+	r := &p.r
+	tx.Error = err
+	size := tx.size // tx belongs to its receiver once sent
+	switch {
+	case tx.internal:
+		tx.doneChan <- tx // capacity 1 and ours: never blocks
+	case tx.doneChan == nil:
+	case r.expired:
+		select {
+		case tx.doneChan <- tx:
+		default:
+			p.log(LogLevelError, "(%s) result dropped after stop_timeout: doneChan not read (error: %v)", p.addr, err)
+		}
+	case r.deliver.len() > 0:
+		r.deliver.pushBack(tx)
+		return
+	default:
+		select {
+		case tx.doneChan <- tx:
+		default:
+			r.deliver.pushBack(tx)
+			return
+		}
+	}
+	r.relCount++
+	r.relBytes += size
+}
+
+// released counts a transaction whose result has been delivered (or
+// dropped) against the pending limits.
+func (p *Producer) released(tx *ProducerTransaction) {
+	p.r.relCount++
+	p.r.relBytes += tx.size
+}
+
+func (p *Producer) releaseCompleted() {
+	r := &p.r
+	if r.relCount > 0 {
+		p.limit.release(r.relCount, r.relBytes)
+		r.relCount, r.relBytes = 0, 0
+	}
+}

@@ -1,0 +1,212 @@
+package nsq
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// ProducerTransaction is the result of one publish. The *Async methods send
+// it on the doneChan they were given once nsqd has answered (or the publish
+// has failed): Error is nil only when nsqd answered OK, and Args holds the
+// variadic arguments given to the call.
+//
+// A transaction is delivered exactly once, and transactions are delivered
+// in the order their publishes were accepted.
+type ProducerTransaction struct {
+	Error error         // nil on success
+	Args  []interface{} // the args given to the *Async call
+
+	// Fields below are written by the publishing call before the transaction
+	// is handed to the router, then only read, except where noted.
+	doneChan chan *ProducerTransaction // where the result goes; nil: dropped
+	internal bool                      // doneChan is the producer's own (sync call): sending on it never blocks
+	kind     txKind
+	topic    string
+	body     []byte   // PUB and DPUB body; for an async MPUB, the encoded MPUB body
+	bodies   [][]byte // the bodies of a sync MPUB, sent as they are
+	delay    time.Duration
+	size     int64           // bytes held against Config.MaxPendingBytes
+	ctx      context.Context // nil, or the publish's context: not sent once it is done
+
+	// Owned by the router.
+	n       int  // on the first transaction of a written command: how many transactions the command carries
+	noBatch bool // send as a PUB of its own (its batch was rejected)
+}
+
+// txKind is what a transaction asks nsqd to do.
+type txKind uint8
+
+const (
+	kindPUB     txKind = iota // PUB, or one message of an automatic MPUB batch
+	kindDPUB                  // DPUB
+	kindMPUB                  // a MultiPublish: bodies (sync) or body (async, encoded)
+	kindNOP                   // Ping: a NOP, complete once written
+	kindBarrier               // Flush: completes once everything before it has
+)
+
+// syncTxPool recycles the transactions of synchronous calls, each with its
+// own capacity-1 done channel, so a sync publish allocates nothing.
+var syncTxPool = sync.Pool{New: func() any {
+	tx := &ProducerTransaction{internal: true}
+	tx.doneChan = make(chan *ProducerTransaction, 1)
+	return tx
+}}
+
+func getSyncTx() *ProducerTransaction {
+	return syncTxPool.Get().(*ProducerTransaction)
+}
+
+// putSyncTx returns a completed sync transaction to the pool. Only the caller
+// that received it from its done channel may do this.
+func putSyncTx(tx *ProducerTransaction) {
+	done := tx.doneChan
+	*tx = ProducerTransaction{doneChan: done, internal: true}
+	syncTxPool.Put(tx)
+}
+
+// txQueue is a FIFO of transactions on a ring buffer. Not safe for concurrent
+// use: each queue has one owner.
+type txQueue struct {
+	buf  []*ProducerTransaction
+	head int
+	n    int
+}
+
+func (q *txQueue) len() int { return q.n }
+
+func (q *txQueue) grow() {
+	size := max(2*len(q.buf), 64)
+	buf := make([]*ProducerTransaction, size)
+	for i := 0; i < q.n; i++ {
+		buf[i] = q.buf[(q.head+i)%len(q.buf)]
+	}
+	q.buf, q.head = buf, 0
+}
+
+func (q *txQueue) pushBack(tx *ProducerTransaction) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = tx
+	q.n++
+}
+
+func (q *txQueue) pushFront(tx *ProducerTransaction) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
+	q.buf[q.head] = tx
+	q.n++
+}
+
+// peek returns the i-th transaction from the front.
+func (q *txQueue) peek(i int) *ProducerTransaction {
+	return q.buf[(q.head+i)%len(q.buf)]
+}
+
+func (q *txQueue) popFront() *ProducerTransaction {
+	tx := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	return tx
+}
+
+// popBack removes and returns the last transaction.
+func (q *txQueue) popBack() *ProducerTransaction {
+	i := (q.head + q.n - 1) % len(q.buf)
+	tx := q.buf[i]
+	q.buf[i] = nil
+	q.n--
+	return tx
+}
+
+// prependAll moves every transaction of from, in order, to the front of q.
+func (q *txQueue) prependAll(from *txQueue) {
+	for from.len() > 0 {
+		q.pushFront(from.popBack())
+	}
+}
+
+// pendingLimit bounds the publishes accepted but not yet completed (and
+// delivered), by count and by bytes: Config.MaxPending, MaxPendingBytes.
+type pendingLimit struct {
+	maxCount, maxBytes int64
+
+	mu    sync.Mutex
+	count int64         // guarded by mu
+	bytes int64         // guarded by mu
+	freed chan struct{} // guarded by mu; closed when room frees, if someone waits
+}
+
+func (l *pendingLimit) init(maxCount, maxBytes int64) {
+	l.maxCount, l.maxBytes = maxCount, maxBytes
+}
+
+// fitsLocked reports whether a publish of size fits now. One publish always
+// fits when nothing is pending, however large.
+func (l *pendingLimit) fitsLocked(size int64) bool {
+	return l.count == 0 || (l.count < l.maxCount && l.bytes+size <= l.maxBytes)
+}
+
+// acquire takes room for a publish of size, waiting while there is none
+// until ctx (which may be nil) is done or stop is closed.
+func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan struct{}) error {
+	l.mu.Lock()
+	for !l.fitsLocked(size) {
+		if l.freed == nil {
+			l.freed = make(chan struct{})
+		}
+		freed := l.freed
+		l.mu.Unlock()
+		var done <-chan struct{}
+		if ctx != nil {
+			done = ctx.Done()
+		}
+		select {
+		case <-freed:
+		case <-done:
+			return ctx.Err()
+		case <-stop:
+			return ErrStopped
+		}
+		l.mu.Lock()
+	}
+	l.count++
+	l.bytes += size
+	l.mu.Unlock()
+	return nil
+}
+
+// tryAcquire takes room for a publish of size if there is some now.
+func (l *pendingLimit) tryAcquire(size int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.fitsLocked(size) {
+		return false
+	}
+	l.count++
+	l.bytes += size
+	return true
+}
+
+// release returns the room of n publishes holding bytes in all.
+func (l *pendingLimit) release(n, bytes int64) {
+	l.mu.Lock()
+	l.count -= n
+	l.bytes -= bytes
+	if l.freed != nil {
+		close(l.freed)
+		l.freed = nil
+	}
+	l.mu.Unlock()
+}
+
+// pending returns the publishes and bytes held now.
+func (l *pendingLimit) pending() (int64, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.count, l.bytes
+}
