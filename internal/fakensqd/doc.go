@@ -1,0 +1,69 @@
+// Package fakensqd is a scripted fake nsqd for tests of faults a real nsqd
+// will not produce: half frames, garbage, stalls, unexpected frames, resets.
+//
+// A test drives each connection line by line, in the style of x/net/http2's
+// testClientConn: expect this command, answer that frame, drop the socket
+// here. Nothing is answered unless the script says so.
+//
+//	s := fakensqd.New(t)
+//	s.Go(func(c *fakensqd.Conn) {
+//		c.Handshake(nil)        // "  V2", IDENTIFY, JSON response
+//		pub := c.Expect("PUB")  // the next command must be a PUB
+//		c.WriteRaw(fakensqd.AppendFrame(nil, fakensqd.FrameTypeResponse, []byte("OK"))[:6])
+//		c.Reset()               // half a frame, then a connection reset
+//		_ = pub
+//	})
+//	p := newProducer(s.Addr())
+//	err := p.Publish("topic", []byte("hello")) // must fail cleanly
+//
+// # Lifecycle
+//
+// [New] listens on 127.0.0.1 on a free port and accepts connections in the
+// background, queueing them in arrival order. [Server.Accept] hands the next
+// queued connection to the caller; [Server.Go] hands it to a script running
+// on a goroutine the server owns, and [Server.Wait] waits for those scripts.
+// When the test ends, the cleanup registered by New calls [Server.Close]: it
+// closes the listener and every connection, then waits for the scripts and
+// for Conn calls in progress. Closing the sockets unblocks every Conn call, so
+// a script still waiting for a command fails then ("the fake had closed the
+// connection: the server was closed while the script was using it"); a script still blocked after that (on a channel, a sleep,
+// a lock) is reported as a failure too, and left behind.
+//
+// A connection stays open after its script returns, until the script closes
+// it, the client closes it, or the server closes.
+//
+// # Failures
+//
+// Methods that check something (ReadMagic, ReadCommand, Expect, Handshake,
+// the writes, ExpectClosed, Accept, ...) fail the test when the check fails,
+// a read times out (5 s by default, see [Conn.SetReadTimeout]) or the socket
+// breaks. Methods named Try..., and AcceptTimeout, return an error instead
+// and never fail the test. How a failure ends the caller depends only on the
+// goroutine the method is called from:
+//
+//   - On the goroutine that called [New] (the test goroutine), a failure is
+//     t.Fatal: the test stops there.
+//   - On a script goroutine started by [Server.Go], a failure is t.Error
+//     followed by [runtime.Goexit]: the script stops there (its deferred
+//     calls run), the test is marked failed and keeps running. This is safe
+//     because the server owns that goroutine; t.FailNow must not be called
+//     from it and is not.
+//   - On any other goroutine, a failure is t.Error and the method returns
+//     its zero value (an empty [Command], a dead *Conn from Accept). The Conn is then dead: every later method on it
+//     returns at once without doing or reporting anything, so a script on
+//     your own goroutine runs to its end without blocking. Prefer
+//     [Server.Go] to starting such goroutines yourself.
+//
+// In every case a Conn that failed closes its socket first, so the client
+// under test sees the connection drop instead of waiting for an answer that
+// will never come. Failures found after the test has completed cannot be
+// reported to it and are printed to standard error.
+//
+// A Conn is driven by one goroutine at a time; frame writes may come from
+// another goroutine than reads (for example heartbeats on a ticker).
+//
+// The fake checks the framing of what it reads, never nsqd's rules: it
+// accepts any topic, empty bodies and any number of MPUB messages, and it
+// reads a PUB body even when the PUB line has no topic. Tests of nsqd's own
+// answers belong against a real nsqd.
+package fakensqd
