@@ -267,12 +267,9 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 		if br.Buffered() > 0 {
 			return nil, errors.New("nsq: unexpected data from nsqd before the TLS upgrade")
 		}
-		if err := c.upgradeTLS(ctx); err != nil {
+		if br, err = c.upgradeTLS(ctx); err != nil {
 			return nil, err
 		}
-		br = bufio.NewReaderSize(c.conn, 16<<10)
-		c.fr.r = br
-		c.bw.Reset(c.conn)
 	}
 	switch {
 	case resp.Snappy:
@@ -360,7 +357,9 @@ func millis(d time.Duration) int64 {
 	return int64(d / time.Millisecond)
 }
 
-func (c *Conn) upgradeTLS(ctx context.Context) error {
+// upgradeTLS performs the TLS handshake and switches the reader and writer
+// to the TLS connection; it returns the new buffered reader.
+func (c *Conn) upgradeTLS(ctx context.Context) (*bufio.Reader, error) {
 	conf := &tls.Config{}
 	if c.config.TlsConfig != nil {
 		conf = c.config.TlsConfig.Clone()
@@ -368,7 +367,7 @@ func (c *Conn) upgradeTLS(ctx context.Context) error {
 	if conf.ServerName == "" {
 		host, _, err := net.SplitHostPort(c.addr)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		conf.ServerName = host
 	}
@@ -376,10 +375,13 @@ func (c *Conn) upgradeTLS(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second) // nsqd's own limit
 	defer cancel()
 	if err := tlsConn.HandshakeContext(hctx); err != nil {
-		return fmt.Errorf("nsq: TLS handshake with %s: %w", c.addr, err)
+		return nil, fmt.Errorf("nsq: TLS handshake with %s: %w", c.addr, err)
 	}
 	c.conn = tlsConn
-	return c.expectOK("TLS upgrade")
+	br := bufio.NewReaderSize(tlsConn, 16<<10)
+	c.fr.r = br
+	c.bw.Reset(tlsConn)
+	return br, c.expectOK("TLS upgrade")
 }
 
 func (c *Conn) auth() error {

@@ -70,7 +70,8 @@ type Producer struct {
 	startOnce sync.Once   // starts the router
 	started   atomic.Bool // the router was started
 
-	limit pendingLimit // Config.MaxPending and MaxPendingBytes
+	limit pendingLimit  // Config.MaxPending and MaxPendingBytes
+	stats producerStats // behind Stats
 
 	// The router's inbox.
 	transactionChan chan *ProducerTransaction // accepted publishes
@@ -146,6 +147,7 @@ func NewProducer(addr string, config *Config) (*Producer, error) {
 		exitChan:        make(chan struct{}),
 	}
 	p.limit.init(int64(p.config.MaxPending), p.config.MaxPendingBytes)
+	p.stats.epoch = time.Now()
 	p.r.batchBytes = p.config.MaxBatchBytes
 	if p.config.MaxBodySize > 0 && int64(p.r.batchBytes) > p.config.MaxBodySize {
 		p.r.batchBytes = int(p.config.MaxBodySize)
@@ -273,6 +275,10 @@ func (p *Producer) log(lvl LogLevel, format string, args ...any) {
 	if l == nil || lvl < min {
 		return
 	}
+	if sl, ok := l.(*SlogLogger); ok {
+		sl.log(lvl, p.id, p.addr, fmt.Sprintf(format, args...))
+		return
+	}
 	l.Output(2, fmt.Sprintf("%-4s %3d %s", lvl, p.id, fmt.Sprintf(format, args...)))
 }
 
@@ -280,6 +286,7 @@ func (p *Producer) log(lvl LogLevel, format string, args ...any) {
 func (p *Producer) publishSync(ctx context.Context, kind txKind, topic string, delay time.Duration, body []byte, bodies [][]byte) error {
 	size, err := p.check(kind, topic, delay, body, bodies)
 	if err != nil {
+		p.stats.refused.Add(1)
 		return err
 	}
 	tx := getSyncTx()
@@ -292,12 +299,15 @@ func (p *Producer) publishAsync(ctx context.Context, kind txKind, topic string, 
 	doneChan chan *ProducerTransaction, args []interface{}) error {
 	size, err := p.check(kind, topic, delay, body, bodies)
 	if err != nil {
+		p.stats.refused.Add(1)
 		return err
 	}
 	if kind == kindMPUB {
 		// go-nsq copies MultiPublishAsync's bodies at the call; callers rely on it.
 		body, bodies = encodeMPUBBody(bodies), nil
 	}
+	// The context bounds the wait to enqueue only: the transaction is not
+	// tied to it.
 	tx := &ProducerTransaction{Args: args, doneChan: doneChan, kind: kind, topic: topic, delay: delay, body: body, size: size}
 	return p.enqueue(ctx, tx)
 }
@@ -326,7 +336,12 @@ func (p *Producer) do(ctx context.Context, tx *ProducerTransaction) error {
 
 // enqueue takes room under the pending limits and hands tx to the router.
 func (p *Producer) enqueue(ctx context.Context, tx *ProducerTransaction) error {
-	if err := p.limit.acquire(ctx, tx.size, p.stopChan); err != nil {
+	if _, try := ctx.(tryContext); try {
+		if !p.limit.tryAcquire(tx.size) {
+			p.stats.refused.Add(1)
+			return ErrPendingFull
+		}
+	} else if err := p.limit.acquire(ctx, tx.size, p.stopChan); err != nil {
 		return err
 	}
 	p.mu.RLock()
@@ -414,8 +429,11 @@ type producerConnDelegate struct{ p *Producer }
 func (d producerConnDelegate) OnResponse(c *Conn, data []byte) { d.p.responseChan <- data }
 func (d producerConnDelegate) OnError(c *Conn, data []byte)    { d.p.errorChan <- data }
 func (d producerConnDelegate) OnIOError(c *Conn, err error)    {}
-func (d producerConnDelegate) OnHeartbeat(c *Conn)             {}
-func (d producerConnDelegate) OnClose(c *Conn)                 { d.p.closeChan <- c }
+func (d producerConnDelegate) OnHeartbeat(c *Conn) {
+	d.p.stats.heartbeats.Add(1)
+	d.p.log(LogLevelDebug, "(%s) heartbeat received", d.p.addr)
+}
+func (d producerConnDelegate) OnClose(c *Conn) { d.p.closeChan <- c }
 
 // route is the router goroutine: it owns the transaction queues and the
 // connection, hands batches to the write goroutine, matches nsqd's answers
@@ -557,6 +575,7 @@ func (p *Producer) onConnected(res connectResult) {
 	r.connecting = false
 	r.cancelConnect()
 	if res.err != nil {
+		p.stats.connectFailures.Add(1)
 		r.failures++
 		wait := p.backoff(r.failures)
 		r.retryAt = time.Now().Add(wait)
@@ -568,6 +587,7 @@ func (p *Producer) onConnected(res connectResult) {
 		return
 	}
 	r.conn, r.connected, r.failures = res.conn, true, 0
+	p.stats.connects.Add(1)
 }
 
 // backoff returns how long to wait after the n-th consecutive failed
@@ -596,6 +616,7 @@ func (p *Producer) startWrite() {
 		maxCount = p.config.MaxBatchMessages
 	}
 	batch := r.batch[:0]
+	now := p.stats.now()
 	for r.queue.len() > 0 {
 		tx := r.queue.popFront()
 		if tx.ctx != nil && tx.ctx.Err() != nil {
@@ -637,6 +658,11 @@ func (p *Producer) startWrite() {
 			}
 		}
 		tx.n = len(batch) - first
+		tx.sentAt = now
+		if tx.n > 1 {
+			p.stats.batches.Add(1)
+			p.stats.batched.Add(uint64(tx.n))
+		}
 	}
 	r.batch = batch
 	if len(batch) == 0 {
@@ -673,7 +699,9 @@ func (p *Producer) onResponse(data []byte) {
 		p.closeConn(&FrameError{Reason: "nsqd answered OK with no command pending"})
 		return
 	}
-	for n := r.pending.peek(0).n; n > 0; n-- {
+	head := r.pending.peek(0)
+	p.stats.addLatency(p.stats.now() - head.sentAt)
+	for n := head.n; n > 0; n-- {
 		p.complete(r.pending.popFront(), nil)
 	}
 	p.popBarriers()
@@ -814,6 +842,7 @@ func (p *Producer) complete(tx *ProducerTransaction, err error) {
 	r := &p.r
 	tx.Error = err
 	size := tx.size // tx belongs to its receiver once sent
+	p.count(tx, err)
 	switch {
 	case tx.internal:
 		tx.doneChan <- tx // capacity 1 and ours: never blocks
@@ -851,5 +880,31 @@ func (p *Producer) releaseCompleted() {
 	if r.relCount > 0 {
 		p.limit.release(r.relCount, r.relBytes)
 		r.relCount, r.relBytes = 0, 0
+	}
+}
+
+// count adds a completed transaction to the stats.
+func (p *Producer) count(tx *ProducerTransaction, err error) {
+	if tx.kind == kindNOP || tx.kind == kindBarrier {
+		return
+	}
+	s := &p.stats
+	switch e := err.(type) {
+	case nil:
+		n := tx.messages()
+		s.published.Add(uint64(n))
+		if tx.kind == kindMPUB {
+			s.publishedBytes.Add(uint64(tx.size - 4 - 4*int64(n)))
+		} else {
+			s.publishedBytes.Add(uint64(tx.size))
+		}
+	case ErrProtocol:
+		s.addNsqdError(e.Code())
+	case *outcomeError:
+		if e.class == ErrNeverSent {
+			s.neverSent.Add(uint64(tx.messages()))
+		} else {
+			s.unknown.Add(uint64(tx.messages()))
+		}
 	}
 }

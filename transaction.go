@@ -2,6 +2,7 @@ package nsq
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"time"
 )
@@ -30,8 +31,20 @@ type ProducerTransaction struct {
 	ctx      context.Context // nil, or the publish's context: not sent once it is done
 
 	// Owned by the router.
-	n       int  // on the first transaction of a written command: how many transactions the command carries
-	noBatch bool // send as a PUB of its own (its batch was rejected)
+	n       int           // on the first transaction of a written command: how many transactions the command carries
+	noBatch bool          // send as a PUB of its own (its batch was rejected)
+	sentAt  time.Duration // on the first transaction of a written command: when it was handed to the writer
+}
+
+// messages returns how many messages the transaction publishes.
+func (tx *ProducerTransaction) messages() int {
+	if tx.kind != kindMPUB {
+		return 1
+	}
+	if tx.bodies != nil {
+		return len(tx.bodies)
+	}
+	return int(binary.BigEndian.Uint32(tx.body))
 }
 
 // txKind is what a transaction asks nsqd to do.
@@ -154,6 +167,11 @@ func (l *pendingLimit) fitsLocked(size int64) bool {
 // acquire takes room for a publish of size, waiting while there is none
 // until ctx (which may be nil) is done or stop is closed.
 func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan struct{}) error {
+	if ctx != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 	l.mu.Lock()
 	for !l.fitsLocked(size) {
 		if l.freed == nil {

@@ -1,0 +1,72 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrPendingFull is returned by [Producer.TryPublishAsync] when
+// Config.MaxPending publishes (or Config.MaxPendingBytes) are already
+// waiting for their answers.
+var ErrPendingFull = errors.New("nsq: too many publishes pending (max_pending / max_pending_bytes)")
+
+// PublishContext is Publish bounded by ctx. If ctx ends before the publish
+// is accepted (while the producer waits for room under Config.MaxPending),
+// it returns ctx's error and nothing is sent. If ctx ends while it waits for
+// nsqd's answer, it returns at once with an error for which
+// errors.Is(err, ctx.Err()) holds; the publish goes on without its caller:
+// it is not sent if it has not been written yet, and may succeed if it has.
+func (p *Producer) PublishContext(ctx context.Context, topic string, body []byte) error {
+	return p.publishSync(ctx, kindPUB, topic, 0, body, nil)
+}
+
+// MultiPublishContext is MultiPublish bounded by ctx: see PublishContext.
+func (p *Producer) MultiPublishContext(ctx context.Context, topic string, body [][]byte) error {
+	return p.publishSync(ctx, kindMPUB, topic, 0, nil, body)
+}
+
+// DeferredPublishContext is DeferredPublish bounded by ctx: see
+// PublishContext.
+func (p *Producer) DeferredPublishContext(ctx context.Context, topic string, delay time.Duration, body []byte) error {
+	return p.publishSync(ctx, kindDPUB, topic, delay, body, nil)
+}
+
+// PublishAsyncContext is PublishAsync whose wait for room under
+// Config.MaxPending and Config.MaxPendingBytes is bounded by ctx: if ctx ends
+// first it returns ctx's error and the publish is not accepted. Once
+// accepted, the publish is no longer tied to ctx.
+func (p *Producer) PublishAsyncContext(ctx context.Context, topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	return p.publishAsync(ctx, kindPUB, topic, 0, body, nil, doneChan, args)
+}
+
+// MultiPublishAsyncContext is MultiPublishAsync with PublishAsyncContext's
+// bounded wait.
+func (p *Producer) MultiPublishAsyncContext(ctx context.Context, topic string, body [][]byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	return p.publishAsync(ctx, kindMPUB, topic, 0, nil, body, doneChan, args)
+}
+
+// DeferredPublishAsyncContext is DeferredPublishAsync with
+// PublishAsyncContext's bounded wait.
+func (p *Producer) DeferredPublishAsyncContext(ctx context.Context, topic string, delay time.Duration, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	return p.publishAsync(ctx, kindDPUB, topic, delay, body, nil, doneChan, args)
+}
+
+// TryPublishAsync is PublishAsync that never waits: when Config.MaxPending
+// publishes (or Config.MaxPendingBytes) are pending it returns
+// ErrPendingFull at once and the publish is not accepted.
+func (p *Producer) TryPublishAsync(topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	return p.publishAsync(tryContext{}, kindPUB, topic, 0, body, nil, doneChan, args)
+}
+
+// tryContext marks a call that must not wait for room.
+type tryContext struct{ context.Context }
+
+// Flush waits until every publish accepted before it has its answer (or has
+// failed), or until ctx ends. It returns nil, ctx's error, or ErrStopped.
+// Results of async publishes may still be on their way to their doneChan.
+func (p *Producer) Flush(ctx context.Context) error {
+	tx := getSyncTx()
+	tx.kind = kindBarrier
+	return p.do(ctx, tx)
+}

@@ -1,0 +1,79 @@
+// Package nsq is a producer client for NSQ (https://nsq.io): a drop-in
+// replacement for the producer side of github.com/nsqio/go-nsq v1.1.0. Code
+// that publishes with go-nsq builds and behaves the same after changing its
+// import path to github.com/nsqkit/go-nsq; the package name stays nsq.
+//
+// # Lifecycle
+//
+// [NewProducer] validates and copies a [Config] (made by [NewConfig]) and
+// returns a [Producer] for one nsqd TCP address. Nothing connects until the
+// first publish (or [Producer.Ping]). A Producer is safe for concurrent use;
+// all its callers share one connection. If the connection fails, the next
+// publish reconnects, with exponential backoff and jitter between failed
+// attempts (Config.ReconnectBackoff up to Config.MaxReconnectBackoff).
+// [Producer.Stop] refuses new publishes with [ErrStopped], waits (up to
+// Config.StopTimeout) for nsqd's answers to everything already accepted, then
+// closes the connection; no goroutine outlives it.
+//
+// # Publishing
+//
+// [Producer.Publish], [Producer.MultiPublish] and [Producer.DeferredPublish]
+// wait for nsqd's answer. [Producer.PublishAsync] and the other *Async methods
+// return once the publish is accepted, and later send a
+// [ProducerTransaction] with the result on the doneChan they were given.
+// Results are delivered in the order the publishes were accepted; a slow
+// reader of one doneChan never stalls the connection (results wait in an
+// internal queue, bounded by Config.MaxPending), and a nil doneChan drops
+// the result.
+//
+// The *Context methods ([Producer.PublishContext] and friends) stop waiting
+// when their context ends; [Producer.Flush] waits until everything accepted
+// before it has its answer; [Producer.Stats] reports counters.
+//
+// Under load the producer writes everything queued with one flush, and runs
+// of PUBs to the same topic that are queued together go out as one MPUB
+// (Config.AutoBatch), each publish still completing with its own result.
+// A lone publish is never delayed to fill a batch.
+//
+// # Guarantees
+//
+// Every publish the producer accepts (the call returned nil, or a sync call
+// is waiting) completes exactly once, and its error says what happened:
+//
+//   - nil: nsqd answered OK; the message is stored.
+//   - [ErrProtocol]: nsqd refused this publish (Reason is nsqd's text, for
+//     example "E_BAD_MESSAGE PUB message too big 2000 > 1024"); it was not
+//     stored. nsqd closes the connection after refusing a publish, without
+//     executing the commands behind it: those are sent again on a new
+//     connection, so one bad publish fails alone.
+//   - [ErrNeverSent] (errors.Is): no byte of it reached nsqd, for example
+//     because nsqd could not be reached; publishing it again is safe.
+//   - [ErrUnknownOutcome] (errors.Is): the connection died after it was
+//     written and before nsqd answered; nsqd may or may not have stored it.
+//
+// errors.Is(err, [ErrNotConnected]) holds for both of the last two, as
+// go-nsq code expects. Invalid input is refused at the call, before it can
+// reach the connection other publishes share: an invalid topic name
+// ([ErrInvalidTopic]; nsqd would otherwise publish "PUB a b" to topic "a"),
+// an empty body ([ErrEmptyBody]), a body over Config.MaxMsgSize or an MPUB
+// over Config.MaxBodySize ([ErrTooLarge]), a delay outside
+// [0, Config.MaxDeferredDelay] ([ErrInvalidDelay]).
+//
+// While nsqd is unreachable a publish fails within DialTimeout plus at most
+// MaxReconnectBackoff (1 s by default), never hangs. A server that stops
+// reading fails the connection after WriteTimeout, one that stops answering
+// after ReadTimeout, and a frame larger than Config.MaxFrameSize (or an HTTP
+// answer) is refused without being allocated.
+//
+// # Reusing bodies
+//
+// A sync call's body may be reused once it returns. MultiPublishAsync copies
+// its bodies, so they may be reused once it returns. PublishAsync's and
+// DeferredPublishAsync's body must stay untouched until the result arrives.
+//
+// # Compatibility
+//
+// Connection errors reach async callers through doneChan rather than from
+// the *Async call itself, since connecting happens in the background. Logs
+// use go-nsq's format. See the README for the full list of differences.
+package nsq

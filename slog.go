@@ -1,0 +1,61 @@
+package nsq
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+)
+
+// SlogLogger lets a *slog.Logger be a Producer's logger:
+//
+//	p.SetLogger(nsq.NewSlogLogger(slog.Default()), nsq.LogLevelDebug)
+//
+// Levels map to slog's (Debug, Info, Warn, Error) and each record carries
+// the producer's id and nsqd address as attributes "producer" and "nsqd".
+// The level given to SetLogger still filters first; pass LogLevelDebug to
+// leave filtering to the slog handler.
+type SlogLogger struct {
+	l *slog.Logger
+}
+
+// NewSlogLogger returns a logger for [Producer.SetLogger] that writes to l.
+func NewSlogLogger(l *slog.Logger) *SlogLogger {
+	return &SlogLogger{l: l}
+}
+
+// Output logs a line in go-nsq's format ("INF    1 message"), taking the
+// level from its tag. It is how the logger interface is met; a Producer
+// calls the structured path instead.
+func (s *SlogLogger) Output(calldepth int, line string) error {
+	lvl := LogLevelInfo
+	tag, rest, _ := strings.Cut(line, " ")
+	switch tag {
+	case "DBG":
+		lvl = LogLevelDebug
+	case "WRN":
+		lvl = LogLevelWarning
+	case "ERR":
+		lvl = LogLevelError
+	case "INF":
+	default:
+		rest = line
+	}
+	s.l.Log(context.Background(), slogLevel(lvl), strings.TrimLeft(rest, " "))
+	return nil
+}
+
+func (s *SlogLogger) log(lvl LogLevel, id int64, addr, msg string) {
+	s.l.Log(context.Background(), slogLevel(lvl), msg, slog.Int64("producer", id), slog.String("nsqd", addr))
+}
+
+func slogLevel(lvl LogLevel) slog.Level {
+	switch lvl {
+	case LogLevelDebug:
+		return slog.LevelDebug
+	case LogLevelWarning:
+		return slog.LevelWarn
+	case LogLevelError:
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
