@@ -506,6 +506,9 @@ type TopicStats struct {
 	MessageCount int64
 	// MessageBytes is the total size of the bodies of those messages.
 	MessageBytes int64
+	// ChannelDepth is the number of messages held by the topic's channels:
+	// queued, in flight or deferred.
+	ChannelDepth int64
 }
 
 // Stats returns the statistics of topic from nsqd's
@@ -539,6 +542,11 @@ func (n *Nsqd) Stats(topic string) (TopicStats, error) {
 			Depth        int64  `json:"depth"`
 			MessageCount int64  `json:"message_count"`
 			MessageBytes int64  `json:"message_bytes"`
+			Channels     []struct {
+				Depth         int64 `json:"depth"`
+				InFlightCount int64 `json:"in_flight_count"`
+				DeferredCount int64 `json:"deferred_count"`
+			} `json:"channels"`
 		} `json:"topics"`
 	}
 	if err := json.Unmarshal(body, &stats); err != nil {
@@ -546,7 +554,11 @@ func (n *Nsqd) Stats(topic string) (TopicStats, error) {
 	}
 	for _, t := range stats.Topics {
 		if t.TopicName == topic {
-			return TopicStats{Depth: t.Depth, MessageCount: t.MessageCount, MessageBytes: t.MessageBytes}, nil
+			st := TopicStats{Depth: t.Depth, MessageCount: t.MessageCount, MessageBytes: t.MessageBytes}
+			for _, c := range t.Channels {
+				st.ChannelDepth += c.Depth + c.InFlightCount + c.DeferredCount
+			}
+			return st, nil
 		}
 	}
 	return TopicStats{}, nil
