@@ -65,8 +65,10 @@ type Conn struct {
 	delegate ConnDelegate
 	logf     func(lvl LogLevel, format string, args ...any) // never nil
 
-	// Set by connect, then read-only.
-	conn net.Conn // the TCP connection, or the TLS one over it
+	// Written by connect under connMu (teardown may read it meanwhile), then
+	// read-only.
+	connMu sync.Mutex
+	conn   net.Conn // the TCP connection, or the TLS one over it
 
 	// Owned by connect, then by the read goroutine.
 	fr frameReader
@@ -75,12 +77,13 @@ type Conn struct {
 	flushers []interface{ Flush() error } // compressor layers under bw, flushed after it
 
 	state     atomic.Int32      // connState
-	writeChan chan writeRequest // to the write goroutine; capacity 1
+	writeChan chan writeRequest // to the write goroutine; unbuffered: a send succeeds when it is idle
 	nopChan   chan struct{}     // a NOP is due; capacity 1
 	exitChan  chan struct{}     // closed by teardown
 	closeOnce sync.Once
-	err       error        // why the connection ended: written before exitChan is closed
-	running   atomic.Int32 // goroutines still running; the last one out calls OnClose
+	err       error                 // why the connection ended: written before exitChan is closed
+	running   atomic.Int32          // goroutines still running; the last one out calls OnClose
+	writeErr  atomic.Pointer[error] // set when the write goroutine failed; the reader drains and ends
 }
 
 type connState = int32
@@ -94,9 +97,11 @@ const (
 
 // writeRequest is one unit of work for the write goroutine: a batch of
 // producer transactions, or one command. The result of writing and
-// flushing it is sent on done, which has room for it.
+// flushing it is sent on done, when there is one, which has room for it;
+// the Pings in a batch are completed by the write goroutine.
 type writeRequest struct {
-	txs  []*ProducerTransaction
+	txs  []*ProducerTransaction // publishes, encoded in order
+	nops []*ProducerTransaction // Pings: a NOP each, completed once written
 	cmd  *Command
 	done chan error
 }
@@ -110,7 +115,7 @@ func NewConn(addr string, config *Config, delegate ConnDelegate) *Conn {
 		config:    config,
 		delegate:  delegate,
 		logf:      func(LogLevel, string, ...any) {},
-		writeChan: make(chan writeRequest, 1),
+		writeChan: make(chan writeRequest),
 		nopChan:   make(chan struct{}, 1),
 		exitChan:  make(chan struct{}),
 	}
@@ -176,17 +181,6 @@ func (c *Conn) write(req writeRequest) error {
 	}
 }
 
-// sendBatch hands a batch of transactions to the write goroutine, which
-// answers on done. It reports false when the connection is closing.
-func (c *Conn) sendBatch(txs []*ProducerTransaction, done chan error) bool {
-	select {
-	case c.writeChan <- writeRequest{txs: txs, done: done}:
-		return true
-	case <-c.exitChan:
-		return false
-	}
-}
-
 // teardown is the one way a connection ends; the first call records err,
 // closes the socket and releases the goroutines, later calls do nothing.
 func (c *Conn) teardown(err error) {
@@ -194,9 +188,11 @@ func (c *Conn) teardown(err error) {
 		c.err = err
 		prev := c.state.Swap(stateClosed)
 		close(c.exitChan)
+		c.connMu.Lock()
 		if c.conn != nil {
 			c.conn.Close()
 		}
+		c.connMu.Unlock()
 		// A connection that never finished Connect reports its error from
 		// Connect only: the delegate hears of connections it could use.
 		if prev == stateConnected && err != ErrClosing {
@@ -247,7 +243,9 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.conn = conn
+	if err := c.setConn(conn); err != nil {
+		return nil, err
+	}
 	// A cancelled ctx interrupts whatever step is blocked.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -300,6 +298,18 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 	}
 	conn.SetDeadline(time.Time{})
 	return resp, nil
+}
+
+// setConn makes nc the connection, unless Close came first.
+func (c *Conn) setConn(nc net.Conn) error {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.state.Load() == stateClosed {
+		nc.Close()
+		return ErrClosing
+	}
+	c.conn = nc
+	return nil
 }
 
 // identify sends IDENTIFY and reads nsqd's answer.
@@ -377,7 +387,9 @@ func (c *Conn) upgradeTLS(ctx context.Context) (*bufio.Reader, error) {
 	if err := tlsConn.HandshakeContext(hctx); err != nil {
 		return nil, fmt.Errorf("nsq: TLS handshake with %s: %w", c.addr, err)
 	}
-	c.conn = tlsConn
+	if err := c.setConn(tlsConn); err != nil {
+		return nil, err
+	}
 	br := bufio.NewReaderSize(tlsConn, 16<<10)
 	c.fr.r = br
 	c.bw.Reset(tlsConn)
@@ -456,10 +468,17 @@ func (c *Conn) flush() error {
 func (c *Conn) readLoop() {
 	defer c.goroutineDone()
 	for {
-		c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+		if c.writeErr.Load() == nil {
+			c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+		}
 		typ, data, err := c.fr.next()
 		if err != nil {
-			c.teardown(c.ioError("read", err))
+			if werr := c.writeErr.Load(); werr != nil {
+				err = *werr // the first failure says more
+			} else {
+				err = c.ioError("read", err)
+			}
+			c.teardown(err)
 			return
 		}
 		switch typ {
@@ -485,6 +504,20 @@ func (c *Conn) readLoop() {
 	}
 }
 
+// writeFailed handles a failed write. A write that timed out ends the
+// connection at once. Any other (a reset, a broken pipe) most likely means
+// nsqd closed the connection, maybe just after an error frame explaining why
+// (nsqd closes on every publish error): the read goroutine reads until the
+// end of the stream, for at most a second more, and ends the connection.
+func (c *Conn) writeFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.teardown(err)
+		return
+	}
+	c.writeErr.Store(&err)
+	c.conn.SetReadDeadline(time.Now().Add(time.Second))
+}
+
 // ioError describes an I/O failure; a deadline turns into a sentence that
 // names the option.
 func (c *Conn) ioError(op string, err error) error {
@@ -506,16 +539,22 @@ func (c *Conn) writeLoop() {
 		select {
 		case req := <-c.writeChan:
 			err := c.writeRequest(req)
-			req.done <- err
+			if req.done != nil {
+				req.done <- err
+			}
+			for _, tx := range req.nops {
+				tx.Error = err
+				tx.doneChan <- tx // a Ping's: capacity 1, never blocks
+			}
 			if err != nil {
-				c.teardown(err)
+				c.writeFailed(err)
 				return
 			}
 		case <-c.nopChan:
 			c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 			c.bw.WriteString("NOP\n")
 			if err := c.flush(); err != nil {
-				c.teardown(c.ioError("write", err))
+				c.writeFailed(c.ioError("write", err))
 				return
 			}
 		case <-c.exitChan:
@@ -533,6 +572,9 @@ func (c *Conn) writeRequest(req writeRequest) error {
 	if err := c.encodeTxs(req.txs); err != nil {
 		return c.ioError("write", err)
 	}
+	for range req.nops {
+		c.bw.WriteString("NOP\n")
+	}
 	if err := c.flush(); err != nil {
 		return c.ioError("write", err)
 	}
@@ -540,51 +582,50 @@ func (c *Conn) writeRequest(req writeRequest) error {
 }
 
 // encodeTxs encodes a batch built by the router: each command starts with a
-// transaction whose n says how many transactions it carries.
+// transaction whose n says how many transactions it carries. Once a
+// command's bytes may have reached nsqd, its transactions may be answered
+// and reused: everything needed from them is read before they are written.
 func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 	var written int64
 	for i := 0; i < len(txs); {
 		tx := txs[i]
-		n := tx.n
+		n, kind, topic, body, bodies, delay := tx.n, tx.kind, tx.topic, tx.body, tx.bodies, tx.delay
 		var err error
-		switch tx.kind {
-		case kindPUB:
-			if n == 1 {
-				err = writePUB(c.bw, tx.topic, tx.body)
-				written += int64(len(tx.body))
-				break
-			}
+		switch {
+		case kind == kindPUB && n == 1:
+			written += int64(len(body))
+			err = writePUB(c.bw, topic, body)
+		case kind == kindPUB:
+			// An automatic MPUB. nsqd answers it only once it has read it
+			// all (or refused it, which the router settles only after this
+			// goroutine has exited).
 			group := txs[i : i+n]
 			size := int64(4)
 			for _, t := range group {
 				size += 4 + int64(len(t.body))
 			}
-			err = writeMPUBHeader(c.bw, tx.topic, size, n)
+			written += size
+			err = writeMPUBHeader(c.bw, topic, size, n)
 			for _, t := range group {
 				if err == nil {
 					err = writeMPUBMessage(c.bw, t.body)
 				}
 			}
+		case kind == kindDPUB:
+			written += int64(len(body))
+			err = writeDPUB(c.bw, topic, delay, body)
+		case kind == kindMPUB && bodies != nil:
+			size := mpubBodySize(bodies)
 			written += size
-		case kindDPUB:
-			err = writeDPUB(c.bw, tx.topic, tx.delay, tx.body)
-			written += int64(len(tx.body))
-		case kindMPUB:
-			if tx.bodies != nil {
-				size := mpubBodySize(tx.bodies)
-				err = writeMPUBHeader(c.bw, tx.topic, size, len(tx.bodies))
-				for _, b := range tx.bodies {
-					if err == nil {
-						err = writeMPUBMessage(c.bw, b)
-					}
+			err = writeMPUBHeader(c.bw, topic, size, len(bodies))
+			for _, b := range bodies {
+				if err == nil {
+					err = writeMPUBMessage(c.bw, b)
 				}
-				written += size
-			} else {
-				err = writeMPUBEncoded(c.bw, tx.topic, tx.body)
-				written += int64(len(tx.body))
 			}
-		case kindNOP:
-			_, err = c.bw.WriteString("NOP\n")
+		case kind == kindMPUB:
+			written += int64(len(body))
+			err = writeMPUBEncoded(c.bw, topic, body)
 		}
 		if err != nil {
 			return err

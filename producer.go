@@ -79,7 +79,6 @@ type Producer struct {
 	errorChan       chan []byte               // error frames of the current Conn (unbuffered: keeps order)
 	closeChan       chan *Conn                // a Conn has closed and its goroutines have exited
 	connectChan     chan connectResult        // a connection attempt has ended
-	writeDoneChan   chan error                // the write goroutine has flushed the batch it was given
 	stopChan        chan struct{}             // closed by Stop
 	exitChan        chan struct{}             // closed when the router has exited
 
@@ -95,14 +94,24 @@ type router struct {
 	connecting    bool               // a connection attempt is running
 	cancelConnect context.CancelFunc // cancels it
 
-	queue   txQueue // accepted, not yet handed to the write goroutine, oldest first
+	queue   txQueue // accepted, not yet prepared for the write goroutine, oldest first
 	pending txQueue // handed to the write goroutine, awaiting nsqd's answer, oldest first
 	deliver txQueue // completed, waiting for their doneChan to take them, oldest first
 
-	writing bool                   // the write goroutine holds batch
-	batch   []*ProducerTransaction // the batch being written; reused
-	nops    []*ProducerTransaction // the Pings in batch: complete once it is written
+	// The next batch for the write goroutine, grown from the queue until the
+	// write goroutine takes it (which it does once it has written the one
+	// before: batches form while it is busy). Its commands are encoded as
+	// they are: each starts with a transaction whose n counts its
+	// transactions; group is the index of the last one, which may still grow
+	// into an MPUB.
+	prep  []*ProducerTransaction
+	group int
+	spare []*ProducerTransaction // the batch the write goroutine had before; reused
+	pings []*ProducerTransaction // Pings to write with prep; the write goroutine completes them
 
+	refused []*ProducerTransaction // refused by nsqd; completed once the connection has closed
+
+	groupBytes int // MPUB body size of the group at prep[group]
 	batchBytes int // largest automatic MPUB body; shrinks if nsqd refuses one as too big
 
 	failures int       // consecutive failed connection attempts
@@ -142,7 +151,6 @@ func NewProducer(addr string, config *Config) (*Producer, error) {
 		errorChan:       make(chan []byte),
 		closeChan:       make(chan *Conn, 1),
 		connectChan:     make(chan connectResult, 1),
-		writeDoneChan:   make(chan error, 1),
 		stopChan:        make(chan struct{}),
 		exitChan:        make(chan struct{}),
 	}
@@ -336,7 +344,14 @@ func (p *Producer) do(ctx context.Context, tx *ProducerTransaction) error {
 
 // enqueue takes room under the pending limits and hands tx to the router.
 func (p *Producer) enqueue(ctx context.Context, tx *ProducerTransaction) error {
-	if _, try := ctx.(tryContext); try {
+	if ctx != nil {
+		if _, try := ctx.(tryContext); !try && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if tx.kind >= kindNOP {
+		// Ping and Flush hold no room: they must work when the limit is reached.
+	} else if _, try := ctx.(tryContext); try {
 		if !p.limit.tryAcquire(tx.size) {
 			p.stats.refused.Add(1)
 			return ErrPendingFull
@@ -347,7 +362,9 @@ func (p *Producer) enqueue(ctx context.Context, tx *ProducerTransaction) error {
 	p.mu.RLock()
 	if p.stopped {
 		p.mu.RUnlock()
-		p.limit.release(1, tx.size)
+		if tx.kind < kindNOP {
+			p.limit.release(1, tx.size)
+		}
 		return ErrStopped
 	}
 	p.startOnce.Do(p.start)
@@ -456,7 +473,13 @@ func (p *Producer) route() {
 			head = r.deliver.peek(0)
 			deliverChan = head.doneChan
 		}
+		var writeChan chan writeRequest
+		if len(r.prep) > 0 || len(r.pings) > 0 {
+			writeChan = r.conn.writeChan
+		}
 		select {
+		case writeChan <- writeRequest{txs: r.prep, nops: r.pings}:
+			p.handedOff()
 		case tx := <-p.transactionChan:
 			p.accept(tx)
 			for more := true; more; {
@@ -471,8 +494,6 @@ func (p *Producer) route() {
 			p.onResponse(data)
 		case data := <-p.errorChan:
 			p.onErrorFrame(data)
-		case err := <-p.writeDoneChan:
-			p.onWritten(err)
 		case c := <-p.closeChan:
 			p.onClosed(c)
 		case res := <-p.connectChan:
@@ -506,8 +527,8 @@ func (p *Producer) advance() {
 			if !r.connecting && !time.Now().Before(r.retryAt) {
 				p.startConnect()
 			}
-		case r.connected && !r.closing && !r.writing:
-			p.startWrite()
+		case r.connected && !r.closing:
+			p.prepare()
 		}
 	}
 	if r.draining && r.conn != nil && !r.closing && p.quiet() {
@@ -518,7 +539,8 @@ func (p *Producer) advance() {
 // quiet reports whether no accepted transaction is still unanswered.
 func (p *Producer) quiet() bool {
 	r := &p.r
-	return len(p.transactionChan) == 0 && r.queue.len() == 0 && r.pending.len() == 0 && !r.writing && !r.connecting
+	return len(p.transactionChan) == 0 && r.queue.len() == 0 && len(r.prep) == 0 && len(r.pings) == 0 &&
+		r.pending.len() == 0 && len(r.refused) == 0 && !r.connecting
 }
 
 // finished reports whether a stopping router may exit.
@@ -605,18 +627,18 @@ func (p *Producer) backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2)
 }
 
-// startWrite moves what is queued into a batch for the write goroutine:
-// runs of PUBs to one topic become one MPUB (automatic batching), each
-// command's transactions go to the pending FIFO, and the write goroutine
-// writes it all with one flush.
-func (p *Producer) startWrite() {
+// prepare moves what is queued into the next batch for the write
+// goroutine: runs of PUBs to one topic become one MPUB (automatic batching),
+// up to MaxBatchMessages and the batch byte limit.
+func (p *Producer) prepare() {
 	r := &p.r
 	maxCount := 1
 	if p.config.AutoBatch {
 		maxCount = p.config.MaxBatchMessages
 	}
-	batch := r.batch[:0]
-	now := p.stats.now()
+	if len(r.prep) == 0 {
+		r.group = -1
+	}
 	for r.queue.len() > 0 {
 		tx := r.queue.popFront()
 		if tx.ctx != nil && tx.ctx.Err() != nil {
@@ -624,66 +646,76 @@ func (p *Producer) startWrite() {
 			continue
 		}
 		switch tx.kind {
+		case kindNOP:
+			r.pings = append(r.pings, tx)
+			continue
 		case kindBarrier:
-			if r.pending.len() == 0 {
-				p.complete(tx, nil)
-			} else {
+			switch {
+			case len(r.prep) > 0:
+				// It goes to pending behind the prepared batch, once that
+				// is handed off: stop here.
+				r.queue.pushFront(tx)
+				return
+			case r.pending.len() == 0:
+				p.complete(tx, nil) // nothing before it is unanswered
+			default:
 				r.pending.pushBack(tx)
 			}
 			continue
-		case kindNOP:
-			tx.n = 1
-			batch = append(batch, tx)
-			r.nops = append(r.nops, tx)
-			continue
 		}
-		first := len(batch)
-		batch = append(batch, tx)
-		r.pending.pushBack(tx)
-		if tx.kind == kindPUB && !tx.noBatch {
-			size := 8 + len(tx.body)
-			for len(batch)-first < maxCount && r.queue.len() > 0 {
-				next := r.queue.peek(0)
-				if next.kind != kindPUB || next.noBatch || next.topic != tx.topic || size+4+len(next.body) > r.batchBytes {
-					break
-				}
-				r.queue.popFront()
-				if next.ctx != nil && next.ctx.Err() != nil {
-					p.complete(next, neverSent(context.Cause(next.ctx)))
-					continue
-				}
-				size += 4 + len(next.body)
-				batch = append(batch, next)
-				r.pending.pushBack(next)
+		if r.group >= 0 {
+			head := r.prep[r.group]
+			if tx.kind == kindPUB && !tx.noBatch && tx.topic == head.topic && head.n < maxCount &&
+				r.groupBytes+4+len(tx.body) <= r.batchBytes {
+				head.n++
+				r.groupBytes += 4 + len(tx.body)
+				r.prep = append(r.prep, tx)
+				continue
 			}
 		}
-		tx.n = len(batch) - first
-		tx.sentAt = now
-		if tx.n > 1 {
+		tx.n = 1
+		r.prep = append(r.prep, tx)
+		r.group = -1
+		if tx.kind == kindPUB && !tx.noBatch {
+			r.group = len(r.prep) - 1
+			r.groupBytes = 8 + len(tx.body)
+		}
+	}
+}
+
+// unprepare puts the prepared batch, which never reached the socket, back
+// at the front of the queue, for the next connection.
+func (p *Producer) unprepare() {
+	r := &p.r
+	for i := len(r.prep) - 1; i >= 0; i-- {
+		r.queue.pushFront(r.prep[i])
+	}
+	clear(r.prep)
+	r.prep = r.prep[:0]
+	for _, tx := range r.pings {
+		r.queue.pushFront(tx)
+	}
+	r.pings = nil
+}
+
+// handedOff records that the write goroutine took the prepared batch: its
+// publishes now await nsqd's answers, in order.
+func (p *Producer) handedOff() {
+	r := &p.r
+	now := p.stats.now()
+	r.pings = nil // the write goroutine's now
+	for _, tx := range r.prep {
+		if tx.kind == kindPUB && tx.n > 1 {
 			p.stats.batches.Add(1)
 			p.stats.batched.Add(uint64(tx.n))
 		}
+		tx.sentAt = now
+		r.pending.pushBack(tx)
 	}
-	r.batch = batch
-	if len(batch) == 0 {
-		return
-	}
-	r.writing = true
-	r.conn.sendBatch(batch, p.writeDoneChan)
-	// If the connection closed meanwhile, onClosed settles the batch.
-}
-
-func (p *Producer) onWritten(err error) {
-	r := &p.r
-	r.writing = false
-	for _, tx := range r.nops {
-		p.complete(tx, err)
-	}
-	clear(r.nops)
-	r.nops = r.nops[:0]
-	clear(r.batch)
-	r.batch = r.batch[:0]
-	// A write error has torn the connection down; onClosed follows.
+	// The write goroutine took this batch, so it is done with the one
+	// before: that becomes the next.
+	clear(r.spare)
+	r.prep, r.spare = r.spare[:0], r.prep
 }
 
 func (p *Producer) onResponse(data []byte) {
@@ -738,9 +770,14 @@ func (p *Producer) onErrorFrame(data []byte) {
 			retry.pushBack(tx)
 		}
 	} else {
+		// nsqd may refuse a command before reading all of it, while the
+		// write goroutine still writes its body: complete it (and let the
+		// caller reuse the body) only once that goroutine has exited.
 		p.log(LogLevelError, "(%s) nsqd refused a publish: %s", p.addr, perr)
 		for ; n > 0; n-- {
-			p.complete(r.pending.popFront(), perr)
+			tx := r.pending.popFront()
+			tx.Error = perr
+			r.refused = append(r.refused, tx)
 		}
 	}
 	if r.pending.len() > 0 {
@@ -749,6 +786,7 @@ func (p *Producer) onErrorFrame(data []byte) {
 	for r.pending.len() > 0 {
 		retry.pushBack(r.pending.popFront())
 	}
+	p.unprepare()
 	r.queue.prependAll(&retry)
 	p.closeConn(perr)
 }
@@ -786,20 +824,12 @@ func (p *Producer) onClosed(c *Conn) {
 	if !r.closing {
 		p.log(LogLevelError, "(%s) connection lost: %s", p.addr, err)
 	}
-	if r.writing {
-		select {
-		case <-p.writeDoneChan:
-		default:
-		}
-		r.writing = false
+	for _, tx := range r.refused {
+		p.complete(tx, tx.Error)
 	}
-	for _, tx := range r.nops {
-		p.complete(tx, unknownOutcome(err))
-	}
-	clear(r.nops)
-	r.nops = r.nops[:0]
-	clear(r.batch)
-	r.batch = r.batch[:0]
+	clear(r.refused)
+	r.refused = r.refused[:0]
+	p.unprepare()
 	for r.pending.len() > 0 {
 		tx := r.pending.popFront()
 		if tx.kind == kindBarrier {
@@ -841,7 +871,7 @@ func (p *Producer) expire() {
 func (p *Producer) complete(tx *ProducerTransaction, err error) {
 	r := &p.r
 	tx.Error = err
-	size := tx.size // tx belongs to its receiver once sent
+	size, holds := tx.size, tx.kind < kindNOP // tx belongs to its receiver once sent
 	p.count(tx, err)
 	switch {
 	case tx.internal:
@@ -864,15 +894,19 @@ func (p *Producer) complete(tx *ProducerTransaction, err error) {
 			return
 		}
 	}
-	r.relCount++
-	r.relBytes += size
+	if holds {
+		r.relCount++
+		r.relBytes += size
+	}
 }
 
 // released counts a transaction whose result has been delivered (or
 // dropped) against the pending limits.
 func (p *Producer) released(tx *ProducerTransaction) {
-	p.r.relCount++
-	p.r.relBytes += tx.size
+	if tx.kind < kindNOP {
+		p.r.relCount++
+		p.r.relBytes += tx.size
+	}
 }
 
 func (p *Producer) releaseCompleted() {

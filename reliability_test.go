@@ -164,38 +164,70 @@ func (b *burst) check(t *testing.T, n *nsqdtest.Nsqd) (stored int) {
 // TestIsolationOfABadPublish: nsqd refuses one oversize body in the middle
 // of 1,000 pipelined async publishes and closes the connection; only that
 // publish fails, the ones behind it are sent again and stored.
+//
+// nsqd closes the connection with our pipelined bytes unread, so its kernel
+// sends a reset, which can overtake the error frame nsqd wrote just before
+// (measured here: in about 4 tries of 10 the error frame never arrives). Then
+// nobody can know which publish failed, and the producer reports every
+// unanswered one as ErrUnknownOutcome. So each try must account exactly
+// either way, and at least one of several tries must show the isolation.
 func TestIsolationOfABadPublish(t *testing.T) {
 	for _, batching := range []bool{true, false} {
 		t.Run(fmt.Sprintf("auto_batch=%v", batching), func(t *testing.T) {
 			n := nsqdtest.Start(t, "--max-msg-size=1024")
 			p := newTestProducer(t, n.TCPAddr(), testConfig(t, "auto_batch", batching))
-
-			const good = 1000
-			done := make(chan *ProducerTransaction, good+1)
-			for i := 0; i <= good; i++ {
-				body := []byte(burstBody("iso", i))
-				if i == good/2 {
-					body = make([]byte, 2000)
+			for try := 1; try <= 12; try++ {
+				if isolationTry(t, n, p, fmt.Sprintf("iso%d", try)) {
+					return
 				}
-				require.NoError(t, p.PublishAsync("iso", body, done, i))
+				t.Logf("try %d: nsqd's error frame was lost to the reset; trying again", try)
 			}
-			var failed []int
-			for i := 0; i <= good; i++ {
-				tx := <-done
-				require.Equal(t, i, tx.Args[0], "results in order")
-				if tx.Error != nil {
-					failed = append(failed, i)
-					var perr ErrProtocol
-					require.ErrorAs(t, tx.Error, &perr)
-					assert.Equal(t, "E_BAD_MESSAGE", perr.Code())
-					assert.Contains(t, perr.Reason, "message too big 2000 > 1024")
-				}
-			}
-			assert.Equal(t, []int{good / 2}, failed, "exactly the bad publish fails")
-			assert.Equal(t, int64(good), topicCount(t, n, "iso"))
-			assert.Equal(t, uint64(1), p.Stats().NsqdErrors["E_BAD_MESSAGE"])
+			t.Fatal("no try showed the error frame: isolation not observed")
 		})
 	}
+}
+
+// isolationTry publishes 1,001 messages, the middle one too big, and reports
+// whether nsqd's error frame arrived (and so isolation was observable).
+func isolationTry(t *testing.T, n *nsqdtest.Nsqd, p *Producer, topic string) bool {
+	t.Helper()
+	const good = 1000
+	done := make(chan *ProducerTransaction, good+1)
+	for i := 0; i <= good; i++ {
+		body := []byte(burstBody(topic, i))
+		if i == good/2 {
+			body = make([]byte, 2000)
+		}
+		require.NoError(t, p.PublishAsync(topic, body, done, i))
+	}
+	var refused, unknown []int
+	for i := 0; i <= good; i++ {
+		tx := <-done
+		require.Equal(t, i, tx.Args[0], "results in order")
+		var perr ErrProtocol
+		switch {
+		case tx.Error == nil:
+		case errors.As(tx.Error, &perr):
+			refused = append(refused, i)
+			assert.Equal(t, "E_BAD_MESSAGE", perr.Code())
+			assert.Contains(t, perr.Reason, "message too big 2000 > 1024")
+		case errors.Is(tx.Error, ErrUnknownOutcome):
+			unknown = append(unknown, i)
+		default:
+			t.Fatalf("publish %d: unexpected error %v", i, tx.Error)
+		}
+	}
+	stored := topicCount(t, n, topic)
+	if len(refused) == 0 {
+		require.Contains(t, unknown, good/2, "without nsqd's answer the bad publish's outcome is unknown")
+		assert.LessOrEqual(t, stored, int64(good))
+		assert.GreaterOrEqual(t, stored, int64(good+1-len(unknown)))
+		return false
+	}
+	assert.Equal(t, []int{good / 2}, refused, "exactly the bad publish fails")
+	assert.Empty(t, unknown)
+	assert.Equal(t, int64(good), stored)
+	return true
 }
 
 func TestAccountingConnectionCut(t *testing.T) {

@@ -40,7 +40,11 @@ func (s *SlogLogger) Output(calldepth int, line string) error {
 	default:
 		rest = line
 	}
-	s.l.Log(context.Background(), slogLevel(lvl), strings.TrimLeft(rest, " "))
+	// Then the producer's id, right-aligned: "  7 message".
+	if id, msg, ok := strings.Cut(strings.TrimLeft(rest, " "), " "); ok && strings.Trim(id, "0123456789") == "" {
+		rest = msg
+	}
+	s.l.Log(context.Background(), slogLevel(lvl), rest)
 	return nil
 }
 

@@ -167,11 +167,6 @@ func (l *pendingLimit) fitsLocked(size int64) bool {
 // acquire takes room for a publish of size, waiting while there is none
 // until ctx (which may be nil) is done or stop is closed.
 func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan struct{}) error {
-	if ctx != nil {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
 	l.mu.Lock()
 	for !l.fitsLocked(size) {
 		if l.freed == nil {
