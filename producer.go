@@ -79,7 +79,9 @@ type Producer struct {
 	errorChan       chan []byte               // error frames of the current Conn (unbuffered: keeps order)
 	closeChan       chan *Conn                // a Conn has closed and its goroutines have exited
 	connectChan     chan connectResult        // a connection attempt has ended
+	courierDoneChan chan *courier             // a courier has finished
 	stopChan        chan struct{}             // closed by Stop
+	abandonChan     chan struct{}             // closed when Stop's wait runs out: couriers give up
 	exitChan        chan struct{}             // closed when the router has exited
 
 	r router // owned by the router goroutine
@@ -96,7 +98,12 @@ type router struct {
 
 	queue   txQueue // accepted, not yet prepared for the write goroutine, oldest first
 	pending txQueue // handed to the write goroutine, awaiting nsqd's answer, oldest first
-	deliver txQueue // completed, waiting for their doneChan to take them, oldest first
+
+	// Results whose doneChan was full: each such channel gets a courier
+	// goroutine that delivers them in order, so a channel nobody reads
+	// holds back neither the router nor anyone else's results.
+	couriers map[chan *ProducerTransaction]*courier
+	carrying int // couriers running (a finished one may still be in the map)
 
 	// The next batch for the write goroutine, grown from the queue until the
 	// write goroutine takes it (which it does once it has written the one
@@ -151,7 +158,9 @@ func NewProducer(addr string, config *Config) (*Producer, error) {
 		errorChan:       make(chan []byte),
 		closeChan:       make(chan *Conn, 1),
 		connectChan:     make(chan connectResult, 1),
+		courierDoneChan: make(chan *courier),
 		stopChan:        make(chan struct{}),
+		abandonChan:     make(chan struct{}),
 		exitChan:        make(chan struct{}),
 	}
 	p.limit.init(int64(p.config.MaxPending), p.config.MaxPendingBytes)
@@ -467,12 +476,6 @@ func (p *Producer) route() {
 		}
 		p.armTimer()
 
-		var deliverChan chan *ProducerTransaction
-		var head *ProducerTransaction
-		if r.deliver.len() > 0 {
-			head = r.deliver.peek(0)
-			deliverChan = head.doneChan
-		}
 		var writeChan chan writeRequest
 		if len(r.prep) > 0 || len(r.pings) > 0 {
 			writeChan = r.conn.writeChan
@@ -498,9 +501,11 @@ func (p *Producer) route() {
 			p.onClosed(c)
 		case res := <-p.connectChan:
 			p.onConnected(res)
-		case deliverChan <- head:
-			r.deliver.popFront()
-			p.released(head)
+		case c := <-p.courierDoneChan:
+			r.carrying--
+			if r.couriers[c.ch] == c {
+				delete(r.couriers, c.ch)
+			}
 		case <-r.timer.C:
 			r.timerAt = time.Time{}
 			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
@@ -546,7 +551,7 @@ func (p *Producer) quiet() bool {
 // finished reports whether a stopping router may exit.
 func (p *Producer) finished() bool {
 	r := &p.r
-	return p.quiet() && r.conn == nil && (r.deliver.len() == 0 || r.expired)
+	return p.quiet() && r.conn == nil && r.carrying == 0
 }
 
 // armTimer points the timer at the next moment the router must act on its
@@ -848,9 +853,9 @@ func (p *Producer) expire() {
 	r := &p.r
 	r.expired = true
 	n := r.queue.len() + r.pending.len()
-	if n > 0 || r.deliver.len() > 0 {
-		p.log(LogLevelWarning, "(%s) stop_timeout (%s): %d publishes still unanswered, %d results not taken from their doneChan",
-			p.addr, p.config.StopTimeout, n, r.deliver.len())
+	if n > 0 || r.carrying > 0 {
+		p.log(LogLevelWarning, "(%s) stop_timeout (%s): %d publishes still unanswered, results for %d doneChans not taken",
+			p.addr, p.config.StopTimeout, n, r.carrying)
 	}
 	err := neverSent(errStopTimeout)
 	for r.queue.len() > 0 {
@@ -860,37 +865,43 @@ func (p *Producer) expire() {
 		r.cancelConnect()
 	}
 	p.closeConn(errStopTimeout)
-	for r.deliver.len() > 0 {
-		p.released(r.deliver.popFront())
-	}
+	close(p.abandonChan) // couriers drop what they still carry
 }
 
 // complete records a transaction's outcome and delivers it: at once when its
-// doneChan has room, else through the deliver queue, which keeps results in
-// order without ever blocking the router.
+// doneChan has room, else through that channel's courier, which keeps its
+// results in order without ever blocking the router.
 func (p *Producer) complete(tx *ProducerTransaction, err error) {
 	r := &p.r
 	tx.Error = err
 	size, holds := tx.size, tx.kind < kindNOP // tx belongs to its receiver once sent
 	p.count(tx, err)
+	ch := tx.doneChan
 	switch {
 	case tx.internal:
-		tx.doneChan <- tx // capacity 1 and ours: never blocks
-	case tx.doneChan == nil:
+		ch <- tx // capacity 1 and ours: never blocks
+	case ch == nil:
 	case r.expired:
 		select {
-		case tx.doneChan <- tx:
+		case ch <- tx:
 		default:
 			p.log(LogLevelError, "(%s) result dropped after stop_timeout: doneChan not read (error: %v)", p.addr, err)
 		}
-	case r.deliver.len() > 0:
-		r.deliver.pushBack(tx)
-		return
 	default:
+		if c := r.couriers[ch]; c != nil && c.carry(tx) {
+			return // released when delivered
+		}
 		select {
-		case tx.doneChan <- tx:
+		case ch <- tx:
 		default:
-			r.deliver.pushBack(tx)
+			if r.couriers == nil {
+				r.couriers = make(map[chan *ProducerTransaction]*courier)
+			}
+			c := &courier{ch: ch}
+			c.q.pushBack(tx)
+			r.couriers[ch] = c
+			r.carrying++
+			go c.run(p)
 			return
 		}
 	}
@@ -900,12 +911,59 @@ func (p *Producer) complete(tx *ProducerTransaction, err error) {
 	}
 }
 
-// released counts a transaction whose result has been delivered (or
-// dropped) against the pending limits.
-func (p *Producer) released(tx *ProducerTransaction) {
-	if tx.kind < kindNOP {
-		p.r.relCount++
-		p.r.relBytes += tx.size
+// courier delivers, in order, the results for one doneChan that was full.
+type courier struct {
+	ch chan *ProducerTransaction
+
+	mu   sync.Mutex
+	q    txQueue // guarded by mu
+	done bool    // guarded by mu: the courier has finished and takes nothing more
+}
+
+// carry hands a result to the courier; false if it has finished.
+func (c *courier) carry(tx *ProducerTransaction) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return false
+	}
+	c.q.pushBack(tx)
+	return true
+}
+
+func (c *courier) run(p *Producer) {
+	defer func() { p.courierDoneChan <- c }()
+	for {
+		c.mu.Lock()
+		if c.q.len() == 0 {
+			c.done = true
+			c.mu.Unlock()
+			return
+		}
+		tx := c.q.peek(0)
+		c.mu.Unlock()
+		size, holds := tx.size, tx.kind < kindNOP
+		select {
+		case c.ch <- tx:
+			c.mu.Lock()
+			c.q.popFront()
+			c.mu.Unlock()
+			if holds {
+				p.limit.release(1, size)
+			}
+		case <-p.abandonChan:
+			c.mu.Lock()
+			c.done = true
+			dropped := c.q.len()
+			for c.q.len() > 0 {
+				if tx := c.q.popFront(); tx.kind < kindNOP {
+					p.limit.release(1, tx.size)
+				}
+			}
+			c.mu.Unlock()
+			p.log(LogLevelError, "(%s) %d results dropped after stop_timeout: doneChan not read", p.addr, dropped)
+			return
+		}
 	}
 }
 
