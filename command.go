@@ -195,10 +195,12 @@ func writeMPUBHeader(w *bufio.Writer, topic string, bodySize int64, count int) e
 
 // writeMPUBMessage encodes one message of an MPUB: "[size][body]".
 func writeMPUBMessage(w *bufio.Writer, body []byte) error {
-	var size [4]byte
-	binary.BigEndian.PutUint32(size[:], uint32(len(body)))
-	w.Write(size[:])
-	_, err := w.Write(body)
+	b, err := headerBuf(w)
+	if err != nil {
+		return err
+	}
+	w.Write(binary.BigEndian.AppendUint32(b, uint32(len(body))))
+	_, err = w.Write(body)
 	return err
 }
 

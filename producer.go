@@ -413,16 +413,19 @@ func (p *Producer) check(kind txKind, topic string, delay time.Duration, body []
 	return size, nil
 }
 
+// checkBody checks one body; i is its index in a MultiPublish, or -1.
 func (p *Producer) checkBody(body []byte, i int) error {
-	which := "message body"
-	if i >= 0 {
-		which = fmt.Sprintf("body %d", i)
+	which := func() string {
+		if i >= 0 {
+			return fmt.Sprintf("body %d", i)
+		}
+		return "message body"
 	}
 	if len(body) == 0 {
-		return fmt.Errorf("%w: %s is empty (nsqd refuses empty messages)", ErrEmptyBody, which)
+		return fmt.Errorf("%w: %s is empty (nsqd refuses empty messages)", ErrEmptyBody, which())
 	}
 	if max := p.config.MaxMsgSize; max > 0 && int64(len(body)) > max {
-		return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, which, len(body), max)
+		return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, which(), len(body), max)
 	}
 	return nil
 }
