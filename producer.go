@@ -118,6 +118,8 @@ type router struct {
 
 	refused []*ProducerTransaction // refused by nsqd; completed once the connection has closed
 
+	writesInFlight int // batches handed to the write goroutine and not fully answered
+
 	groupBytes int // MPUB body size of the group at prep[group]
 	batchBytes int // largest automatic MPUB body; shrinks if nsqd refuses one as too big
 
@@ -480,7 +482,7 @@ func (p *Producer) route() {
 		p.armTimer()
 
 		var writeChan chan writeRequest
-		if len(r.prep) > 0 || len(r.pings) > 0 {
+		if (len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0 {
 			writeChan = r.conn.writeChan
 		}
 		select {
@@ -691,6 +693,23 @@ func (p *Producer) prepare() {
 	}
 }
 
+// maxWritesInFlight is how many batches may await nsqd's answers at once.
+// Publishes arriving meanwhile join the next batch: under many concurrent
+// callers batches grow instead of the writes multiplying, and a lone publish
+// still goes out at once.
+const maxWritesInFlight = 2
+
+// popPending removes the oldest pending transaction.
+func (p *Producer) popPending() *ProducerTransaction {
+	r := &p.r
+	tx := r.pending.popFront()
+	if tx.lastOfWrite {
+		tx.lastOfWrite = false
+		r.writesInFlight--
+	}
+	return tx
+}
+
 // unprepare puts the prepared batch, which never reached the socket, back
 // at the front of the queue, for the next connection.
 func (p *Producer) unprepare() {
@@ -720,6 +739,10 @@ func (p *Producer) handedOff() {
 		tx.sentAt = now
 		r.pending.pushBack(tx)
 	}
+	if len(r.prep) > 0 {
+		r.prep[len(r.prep)-1].lastOfWrite = true
+		r.writesInFlight++
+	}
 	// The write goroutine took this batch, so it is done with the one
 	// before: that becomes the next.
 	clear(r.spare)
@@ -742,7 +765,7 @@ func (p *Producer) onResponse(data []byte) {
 	head := r.pending.peek(0)
 	p.stats.addLatency(p.stats.now() - head.sentAt)
 	for n := head.n; n > 0; n-- {
-		p.complete(r.pending.popFront(), nil)
+		p.complete(p.popPending(), nil)
 	}
 	p.popBarriers()
 }
@@ -773,7 +796,7 @@ func (p *Producer) onErrorFrame(data []byte) {
 			p.log(LogLevelWarning, "(%s) nsqd refused a batch of %d messages (%s); batches are now at most %d bytes: set max_batch_bytes below nsqd's --max-body-size", p.addr, n, perr, r.batchBytes)
 		}
 		for ; n > 0; n-- {
-			tx := r.pending.popFront()
+			tx := p.popPending()
 			tx.noBatch = true
 			retry.pushBack(tx)
 		}
@@ -783,7 +806,7 @@ func (p *Producer) onErrorFrame(data []byte) {
 		// caller reuse the body) only once that goroutine has exited.
 		p.log(LogLevelError, "(%s) nsqd refused a publish: %s", p.addr, perr)
 		for ; n > 0; n-- {
-			tx := r.pending.popFront()
+			tx := p.popPending()
 			tx.Error = perr
 			r.refused = append(r.refused, tx)
 		}
@@ -792,7 +815,7 @@ func (p *Producer) onErrorFrame(data []byte) {
 		p.log(LogLevelInfo, "(%s) resending the %d commands nsqd did not execute", p.addr, r.pending.len())
 	}
 	for r.pending.len() > 0 {
-		retry.pushBack(r.pending.popFront())
+		retry.pushBack(p.popPending())
 	}
 	p.unprepare()
 	r.queue.prependAll(&retry)
@@ -804,7 +827,7 @@ func (p *Producer) onErrorFrame(data []byte) {
 func (p *Producer) popBarriers() {
 	r := &p.r
 	for r.pending.len() > 0 && r.pending.peek(0).kind == kindBarrier {
-		p.complete(r.pending.popFront(), nil)
+		p.complete(p.popPending(), nil)
 	}
 }
 
@@ -839,7 +862,7 @@ func (p *Producer) onClosed(c *Conn) {
 	r.refused = r.refused[:0]
 	p.unprepare()
 	for r.pending.len() > 0 {
-		tx := r.pending.popFront()
+		tx := p.popPending()
 		if tx.kind == kindBarrier {
 			p.complete(tx, nil)
 		} else {

@@ -31,9 +31,10 @@ type ProducerTransaction struct {
 	ctx      context.Context // nil, or the publish's context: not sent once it is done
 
 	// Owned by the router.
-	n       int           // on the first transaction of a written command: how many transactions the command carries
-	noBatch bool          // send as a PUB of its own (its batch was rejected)
-	sentAt  time.Duration // on the first transaction of a written command: when it was handed to the writer
+	n           int           // on the first transaction of a written command: how many transactions the command carries
+	noBatch     bool          // send as a PUB of its own (its batch was rejected)
+	lastOfWrite bool          // the last transaction of a batch handed to the write goroutine
+	sentAt      time.Duration // on the first transaction of a written command: when it was handed to the writer
 }
 
 // messages returns how many messages the transaction publishes.
