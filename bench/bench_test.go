@@ -86,6 +86,9 @@ type producer interface {
 	// calling goroutine while another goroutine takes the n results from
 	// doneChan. It returns once all n results are in, with the first error.
 	PublishAsyncN(topic string, body []byte, n int) error
+	// MultiPublishAsyncN makes calls MultiPublishAsync calls of bodies the
+	// same way.
+	MultiPublishAsyncN(topic string, bodies [][]byte, calls int) error
 }
 
 // library is one of the clients under test.
@@ -132,6 +135,26 @@ func (p nsqkitProducer) PublishAsyncN(topic string, body []byte, n int) error {
 	return <-result
 }
 
+func (p nsqkitProducer) MultiPublishAsyncN(topic string, bodies [][]byte, calls int) error {
+	done := make(chan *nsq.ProducerTransaction, doneQueue)
+	result := make(chan error, 1)
+	go func() {
+		var first error
+		for range calls {
+			if t := <-done; t.Error != nil && first == nil {
+				first = t.Error
+			}
+		}
+		result <- first
+	}()
+	for range calls {
+		if err := p.MultiPublishAsync(topic, bodies, done); err != nil {
+			return err
+		}
+	}
+	return <-result
+}
+
 // gonsqProducer adapts *gonsq.Producer (github.com/nsqio/go-nsq v1.1.0).
 type gonsqProducer struct{ *gonsq.Producer }
 
@@ -164,6 +187,26 @@ func (p gonsqProducer) PublishAsyncN(topic string, body []byte, n int) error {
 	return <-result
 }
 
+func (p gonsqProducer) MultiPublishAsyncN(topic string, bodies [][]byte, calls int) error {
+	done := make(chan *gonsq.ProducerTransaction, doneQueue)
+	result := make(chan error, 1)
+	go func() {
+		var first error
+		for range calls {
+			if t := <-done; t.Error != nil && first == nil {
+				first = t.Error
+			}
+		}
+		result <- first
+	}()
+	for range calls {
+		if err := p.MultiPublishAsync(topic, bodies, done); err != nil {
+			return err
+		}
+	}
+	return <-result
+}
+
 // connect returns a connected producer: both libraries connect lazily, so
 // one Publish (not measured) makes the connection and creates the topic.
 func connect(t testing.TB, lib library, d *nsqdtest.Nsqd) producer {
@@ -191,7 +234,8 @@ var (
 	scPublish64    = scenario{name: "Publish, 64 goroutines", msgs: 150_000, run: publish64}
 	scPublishAsync = scenario{name: "PublishAsync", msgs: 300_000, run: publishAsync}
 	scMultiPublish = scenario{name: "MultiPublish 100", msgs: 1_000_000, run: multiPublish100}
-	scenarios      = []scenario{scPublish1, scPublish64, scPublishAsync, scMultiPublish}
+	scMultiAsync   = scenario{name: "MultiPublishAsync 100", msgs: 2_000_000, run: multiPublishAsync100}
+	scenarios      = []scenario{scPublish1, scPublish64, scPublishAsync, scMultiPublish, scMultiAsync}
 )
 
 // publish1: sync Publish, one call after the other.
@@ -256,6 +300,23 @@ func multiPublish100(p producer, n int) error {
 	return nil
 }
 
+// multiPublishAsync100: a stream of MultiPublishAsync of 100 bodies, results
+// drained by another goroutine; a sync MultiPublish takes the remainder when
+// n is not a multiple of 100.
+func multiPublishAsync100(p producer, n int) error {
+	bodies := make([][]byte, mpubSize)
+	for i := range bodies {
+		bodies[i] = body
+	}
+	if err := p.MultiPublishAsyncN(topic, bodies, n/mpubSize); err != nil {
+		return err
+	}
+	if rest := n % mpubSize; rest > 0 {
+		return p.MultiPublish(topic, bodies[:rest])
+	}
+	return nil
+}
+
 // checkPublished fails t unless the topic's message_count is want more
 // than before, then empties the topic.
 func checkPublished(t testing.TB, d *nsqdtest.Nsqd, what string, before int64, want int) {
@@ -289,10 +350,11 @@ func benchLibraries(b *testing.B, sc scenario) {
 	}
 }
 
-func BenchmarkPublish(b *testing.B)         { benchLibraries(b, scPublish1) }
-func BenchmarkPublish64(b *testing.B)       { benchLibraries(b, scPublish64) }
-func BenchmarkPublishAsync(b *testing.B)    { benchLibraries(b, scPublishAsync) }
-func BenchmarkMultiPublish100(b *testing.B) { benchLibraries(b, scMultiPublish) }
+func BenchmarkPublish(b *testing.B)              { benchLibraries(b, scPublish1) }
+func BenchmarkPublish64(b *testing.B)            { benchLibraries(b, scPublish64) }
+func BenchmarkPublishAsync(b *testing.B)         { benchLibraries(b, scPublishAsync) }
+func BenchmarkMultiPublish100(b *testing.B)      { benchLibraries(b, scMultiPublish) }
+func BenchmarkMultiPublishAsync100(b *testing.B) { benchLibraries(b, scMultiAsync) }
 
 // benchRaw measures the raw pipelined socket (raw_test.go) publishing b.N
 // messages in commands of perCmd messages.

@@ -270,7 +270,7 @@ func formatReport(nsqd string, rounds int, msgs func(int) int, samples map[strin
 		return num(100*medians(samples[key(sc.name, kit)]).msgsPerSec/medians(samples[key(raw.name, "")]).msgsPerSec, 0) + "%"
 	}
 	fmt.Fprintf(&b, "\n%s %s reaches %s of the %s ceiling; %s %s reaches %s of the %s ceiling.\n",
-		kit, scMultiPublish.name, pct(scMultiPublish, rawMPUB), rawMPUB.name,
+		kit, scMultiAsync.name, pct(scMultiAsync, rawMPUB), rawMPUB.name,
 		kit, scPublishAsync.name, pct(scPublishAsync, rawPUB), rawPUB.name)
 
 	fmt.Fprintf(&b, "\n%s automatic batching, Stats().MeanBatchSize (median messages per MPUB):\n\n", kit)
