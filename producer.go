@@ -482,7 +482,7 @@ func (p *Producer) route() {
 		p.armTimer()
 
 		var writeChan chan writeRequest
-		if (len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0 {
+		if !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0) {
 			writeChan = r.conn.writeChan
 		}
 		select {

@@ -384,3 +384,31 @@ func TestErrorTexts(t *testing.T) {
 	assert.False(t, errors.Is(neverSent(nil), ErrUnknownOutcome))
 	assert.Equal(t, []string{"DBG", "INF", "WRN", "ERR"}, []string{LogLevelDebug.String(), LogLevelInfo.String(), LogLevelWarning.String(), LogLevelError.String()})
 }
+
+func TestAuthServerDown(t *testing.T) {
+	// An auth server address where nothing listens.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := l.Addr().String()
+	require.NoError(t, l.Close())
+	n := nsqdtest.Start(t, "--auth-http-address="+dead)
+
+	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "auth_secret", "s3cret"))
+	within(t, 15*time.Second, "Publish with the auth server down", func() { err = p.Publish("auth_down", []byte("x")) })
+	require.ErrorIs(t, err, ErrNeverSent)
+	var perr ErrProtocol
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, "E_AUTH_FAILED AUTH failed", perr.Reason) // nsqd says no more when its auth server is down
+	assert.Equal(t, int64(0), topicCount(t, n, "auth_down"))
+}
+
+func TestPointedAtNsqdHTTPPort(t *testing.T) {
+	n := nsqdtest.Start(t)
+	p := newTestProducer(t, n.HTTPAddr(), nil)
+	var err error
+	within(t, 10*time.Second, "Publish to an HTTP port", func() { err = p.Publish("http", []byte("x")) })
+	require.ErrorIs(t, err, ErrNeverSent)
+	var ferr *FrameError
+	require.ErrorAs(t, err, &ferr)
+	assert.Contains(t, err.Error(), "HTTP port")
+}
