@@ -325,3 +325,84 @@ func Example_errors() {
 	// true nsq: empty message body: message body is empty (nsqd refuses empty messages)
 	// true stopped
 }
+
+func ExampleProducer_MultiPublishContext() {
+	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer producer.Stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	batch := [][]byte{[]byte("a"), []byte("b"), []byte("c")}
+	// Stored all or none, or the context's error when nsqd is too slow.
+	fmt.Println("error:", producer.MultiPublishContext(ctx, "letters", batch))
+	// Output: error: <nil>
+}
+
+func ExampleProducer_DeferredPublishContext() {
+	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer producer.Stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = producer.DeferredPublishContext(ctx, "reminders", time.Minute, []byte("call back"))
+	fmt.Println("error:", err)
+
+	// Delays are checked at the call, against Config.MaxDeferredDelay (1h).
+	err = producer.DeferredPublishContext(ctx, "reminders", 2*time.Hour, []byte("too late"))
+	fmt.Println(errors.Is(err, nsq.ErrInvalidDelay))
+	// Output:
+	// error: <nil>
+	// true
+}
+
+func ExampleProducer_MultiPublishAsyncContext() {
+	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer producer.Stop()
+
+	done := make(chan *nsq.ProducerTransaction, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	// ctx bounds only the wait for room under Config.MaxPending; the bodies
+	// are copied, so they may be reused at once.
+	batch := [][]byte{[]byte("x"), []byte("y")}
+	if err := producer.MultiPublishAsyncContext(ctx, "letters", batch, done, "batch-1"); err != nil {
+		log.Fatal(err)
+	}
+	batch[0][0] = 'z'
+	t := <-done
+	fmt.Println(t.Args[0], t.Error)
+	// Output: batch-1 <nil>
+}
+
+func ExampleProducer_DeferredPublishAsyncContext() {
+	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer producer.Stop()
+
+	done := make(chan *nsq.ProducerTransaction, 1)
+	if err := producer.DeferredPublishAsyncContext(context.Background(), "reminders", time.Second, []byte("soon"), done); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println((<-done).Error)
+	// Output: <nil>
+}
+
+func ExampleErrProtocol_Code() {
+	err := error(nsq.ErrProtocol{Reason: "E_BAD_MESSAGE PUB message too big 2000 > 1024"})
+	var perr nsq.ErrProtocol
+	if errors.As(err, &perr) {
+		fmt.Println(perr.Code())
+	}
+	// Output: E_BAD_MESSAGE
+}
