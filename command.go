@@ -147,11 +147,22 @@ func headerBuf(w *bufio.Writer) ([]byte, error) {
 
 // writePUB encodes "PUB topic\n[size][body]".
 func writePUB(w *bufio.Writer, topic string, body []byte) error {
+	return writeTopicBody(w, "PUB ", topic, body)
+}
+
+// writeMPUBEncoded encodes "MPUB topic\n[size]" followed by a body already
+// encoded by encodeMPUBBody.
+func writeMPUBEncoded(w *bufio.Writer, topic string, body []byte) error {
+	return writeTopicBody(w, "MPUB ", topic, body)
+}
+
+// writeTopicBody encodes "<name>topic\n[size][body]"; name ends in a space.
+func writeTopicBody(w *bufio.Writer, name, topic string, body []byte) error {
 	b, err := headerBuf(w)
 	if err != nil {
 		return err
 	}
-	b = append(b, "PUB "...)
+	b = append(b, name...)
 	b = append(b, topic...)
 	b = append(b, '\n')
 	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
@@ -200,22 +211,6 @@ func writeMPUBMessage(w *bufio.Writer, body []byte) error {
 		return err
 	}
 	w.Write(binary.BigEndian.AppendUint32(b, uint32(len(body))))
-	_, err = w.Write(body)
-	return err
-}
-
-// writeMPUBEncoded encodes "MPUB topic\n[size]" followed by a body already
-// encoded by encodeMPUBBody.
-func writeMPUBEncoded(w *bufio.Writer, topic string, body []byte) error {
-	b, err := headerBuf(w)
-	if err != nil {
-		return err
-	}
-	b = append(b, "MPUB "...)
-	b = append(b, topic...)
-	b = append(b, '\n')
-	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
-	w.Write(b)
 	_, err = w.Write(body)
 	return err
 }

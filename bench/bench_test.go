@@ -117,42 +117,14 @@ func newNsqkit(addr string) (producer, error) {
 
 func (p nsqkitProducer) PublishAsyncN(topic string, body []byte, n int) error {
 	done := make(chan *nsq.ProducerTransaction, doneQueue)
-	result := make(chan error, 1)
-	go func() {
-		var first error
-		for range n {
-			if t := <-done; t.Error != nil && first == nil {
-				first = t.Error
-			}
-		}
-		result <- first
-	}()
-	for range n {
-		if err := p.PublishAsync(topic, body, done); err != nil {
-			return err // the drainer is left waiting; the run fails anyway
-		}
-	}
-	return <-result
+	return asyncN(n, done, func(t *nsq.ProducerTransaction) error { return t.Error },
+		func() error { return p.PublishAsync(topic, body, done) })
 }
 
 func (p nsqkitProducer) MultiPublishAsyncN(topic string, bodies [][]byte, calls int) error {
 	done := make(chan *nsq.ProducerTransaction, doneQueue)
-	result := make(chan error, 1)
-	go func() {
-		var first error
-		for range calls {
-			if t := <-done; t.Error != nil && first == nil {
-				first = t.Error
-			}
-		}
-		result <- first
-	}()
-	for range calls {
-		if err := p.MultiPublishAsync(topic, bodies, done); err != nil {
-			return err
-		}
-	}
-	return <-result
+	return asyncN(calls, done, func(t *nsq.ProducerTransaction) error { return t.Error },
+		func() error { return p.MultiPublishAsync(topic, bodies, done) })
 }
 
 // gonsqProducer adapts *gonsq.Producer (github.com/nsqio/go-nsq v1.1.0).
@@ -169,39 +141,33 @@ func newGonsq(addr string) (producer, error) {
 
 func (p gonsqProducer) PublishAsyncN(topic string, body []byte, n int) error {
 	done := make(chan *gonsq.ProducerTransaction, doneQueue)
+	return asyncN(n, done, func(t *gonsq.ProducerTransaction) error { return t.Error },
+		func() error { return p.PublishAsync(topic, body, done) })
+}
+
+func (p gonsqProducer) MultiPublishAsyncN(topic string, bodies [][]byte, calls int) error {
+	done := make(chan *gonsq.ProducerTransaction, doneQueue)
+	return asyncN(calls, done, func(t *gonsq.ProducerTransaction) error { return t.Error },
+		func() error { return p.MultiPublishAsync(topic, bodies, done) })
+}
+
+// asyncN makes n async calls with publish from the calling goroutine while
+// another goroutine takes the n results from done. It returns once all n
+// results are in, with the first error.
+func asyncN[T any](n int, done chan T, errOf func(T) error, publish func() error) error {
 	result := make(chan error, 1)
 	go func() {
 		var first error
 		for range n {
-			if t := <-done; t.Error != nil && first == nil {
-				first = t.Error
+			if err := errOf(<-done); err != nil && first == nil {
+				first = err
 			}
 		}
 		result <- first
 	}()
 	for range n {
-		if err := p.PublishAsync(topic, body, done); err != nil {
+		if err := publish(); err != nil {
 			return err // the drainer is left waiting; the run fails anyway
-		}
-	}
-	return <-result
-}
-
-func (p gonsqProducer) MultiPublishAsyncN(topic string, bodies [][]byte, calls int) error {
-	done := make(chan *gonsq.ProducerTransaction, doneQueue)
-	result := make(chan error, 1)
-	go func() {
-		var first error
-		for range calls {
-			if t := <-done; t.Error != nil && first == nil {
-				first = t.Error
-			}
-		}
-		result <- first
-	}()
-	for range calls {
-		if err := p.MultiPublishAsync(topic, bodies, done); err != nil {
-			return err
 		}
 	}
 	return <-result
