@@ -824,3 +824,46 @@ func TestFaultConnErrorFrameBeforeWriteFailure(t *testing.T) {
 	require.Len(t, d.errors, 1, "the error frame that arrived before the reset was lost")
 	assert.Equal(t, reason, <-d.errors)
 }
+
+// An automatic batch refused because one message is over nsqd's
+// --max-msg-size: nsqd names the limit, so only the too big message fails
+// and the others go out again; later too big bodies are refused at the call.
+func TestFaultBatchWithATooBigMessage(t *testing.T) {
+	const reason = "E_BAD_MESSAGE MPUB message too big 2000 > 1024"
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+
+	done := make(chan *ProducerTransaction, 3)
+	for i, b := range [][]byte{[]byte("m0"), make([]byte, 2000), []byte("m2")} {
+		require.NoError(t, p.PublishAsync("big", b, done, i))
+	}
+	waitAccepted(t, p)
+
+	c := s.Accept()
+	c.Handshake(nil)
+	require.Len(t, c.Expect("MPUB").Messages, 3)
+	c.Error(reason)
+	c.Close()
+
+	c = s.Accept()
+	c.Handshake(nil)
+	// m0 and m2 go out again; the too big one is settled in between, not
+	// sent, so that results stay in order.
+	assert.Equal(t, "m0", bodyOf(c.ExpectPublish()))
+	c.OK()
+	assert.Equal(t, "m2", bodyOf(c.ExpectPublish()))
+	c.OK()
+
+	var txs []*ProducerTransaction
+	for range 3 {
+		txs = append(txs, recvWithin(t, done, "PublishAsync result"))
+	}
+	assert.NoError(t, txs[0].Error)
+	assert.Equal(t, ErrProtocol{Reason: reason}, txs[1].Error)
+	assert.NoError(t, txs[2].Error)
+
+	err := p.PublishAsync("big", make([]byte, 1025), done)
+	require.ErrorIs(t, err, ErrTooLarge)
+	assert.Contains(t, err.Error(), "nsqd's --max-msg-size (1024")
+	assert.Equal(t, uint64(2), p.Stats().Connects)
+}

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,8 +83,13 @@ func testConfig(t testing.TB, kv ...any) *Config {
 	return cfg
 }
 
+// liveProducers counts, per test, the producers newTestProducer made that
+// are not stopped yet.
+var liveProducers sync.Map // testing.TB -> *atomic.Int32
+
 // newTestProducer makes a Producer for addr whose logs go to the test, and
-// which is stopped, and checked for leaked goroutines, when the test ends.
+// which is stopped when the test ends; once the test's last one is stopped,
+// no goroutine of the package may be left.
 func newTestProducer(t testing.TB, addr string, cfg *Config) *Producer {
 	t.Helper()
 	if cfg == nil {
@@ -92,9 +98,14 @@ func newTestProducer(t testing.TB, addr string, cfg *Config) *Producer {
 	p, err := NewProducer(addr, cfg)
 	require.NoError(t, err)
 	p.SetLogger(&testLogger{t: t}, LogLevelDebug)
+	live, _ := liveProducers.LoadOrStore(t, new(atomic.Int32))
+	live.(*atomic.Int32).Add(1)
 	t.Cleanup(func() {
 		p.Stop()
-		requireNoLeaks(t)
+		if live.(*atomic.Int32).Add(-1) == 0 {
+			liveProducers.Delete(t)
+			requireNoLeaks(t)
+		}
 	})
 	return p
 }

@@ -7,6 +7,8 @@ import (
 	"log"
 	"math/rand/v2"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,8 +72,9 @@ type Producer struct {
 	startOnce sync.Once   // starts the router
 	started   atomic.Bool // the router was started
 
-	limit pendingLimit  // Config.MaxPending and MaxPendingBytes
-	stats producerStats // behind Stats
+	limit   pendingLimit  // Config.MaxPending and MaxPendingBytes
+	learned learnedLimits // nsqd's size limits, from its error texts
+	stats   producerStats // behind Stats
 
 	// The router's inbox.
 	transactionChan chan *ProducerTransaction // accepted publishes
@@ -412,6 +415,9 @@ func (p *Producer) check(kind txKind, topic string, delay time.Duration, body []
 	if max := p.config.MaxBodySize; max > 0 && size > max {
 		return 0, fmt.Errorf("%w: MPUB body of %d bytes is over max_body_size (%d)", ErrTooLarge, size, max)
 	}
+	if max := p.learned.maxBody.Load(); max > 0 && size > max {
+		return 0, fmt.Errorf("%w: MPUB body of %d bytes is over nsqd's --max-body-size (%d, from an earlier answer of nsqd)", ErrTooLarge, size, max)
+	}
 	return size, nil
 }
 
@@ -428,6 +434,9 @@ func (p *Producer) checkBody(body []byte, i int) error {
 	}
 	if max := p.config.MaxMsgSize; max > 0 && int64(len(body)) > max {
 		return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, which(), len(body), max)
+	}
+	if max := p.learned.maxMsg.Load(); max > 0 && int64(len(body)) > max {
+		return learnedTooBig(which(), len(body), max)
 	}
 	return nil
 }
@@ -649,17 +658,24 @@ func (p *Producer) prepare() {
 	if len(r.prep) == 0 {
 		r.group = -1
 	}
+	maxMsg := p.learned.maxMsg.Load()
 	for r.queue.len() > 0 {
 		tx := r.queue.popFront()
 		if tx.ctx != nil && tx.ctx.Err() != nil {
 			p.complete(tx, neverSent(context.Cause(tx.ctx)))
 			continue
 		}
-		switch tx.kind {
-		case kindNOP:
+		if tx.settled == nil && maxMsg > 0 && (tx.kind == kindPUB || tx.kind == kindDPUB) && int64(len(tx.body)) > maxMsg {
+			// Accepted before nsqd told us its limit.
+			tx.settled = neverSent(learnedTooBig("message body", len(tx.body), maxMsg))
+		}
+		if tx.kind == kindNOP {
 			r.pings = append(r.pings, tx)
 			continue
-		case kindBarrier:
+		}
+		if tx.kind == kindBarrier || tx.settled != nil {
+			// Not sent: it completes, in order, once everything before it
+			// has.
 			switch {
 			case len(r.prep) > 0:
 				// It goes to pending behind the prepared batch, once that
@@ -667,7 +683,7 @@ func (p *Producer) prepare() {
 				r.queue.pushFront(tx)
 				return
 			case r.pending.len() == 0:
-				p.complete(tx, nil) // nothing before it is unanswered
+				p.complete(tx, tx.settled) // nothing before it is unanswered
 			default:
 				r.pending.pushBack(tx)
 			}
@@ -767,7 +783,7 @@ func (p *Producer) onResponse(data []byte) {
 	for n := head.n; n > 0; n-- {
 		p.complete(p.popPending(), nil)
 	}
-	p.popBarriers()
+	p.popSettled()
 }
 
 // onErrorFrame handles an error frame. nsqd closes the connection after any
@@ -788,7 +804,36 @@ func (p *Producer) onErrorFrame(data []byte) {
 	n := head.n
 	code := perr.Code()
 	var retry txQueue
-	if n > 1 && (code == "E_BAD_MESSAGE" || code == "E_BAD_BODY") {
+	learnedMsg, learnedBody := p.learn(perr)
+	switch {
+	case n > 1 && learnedMsg > 0 && groupExceeds(&r.pending, n, learnedMsg):
+		// An automatic batch with a message over nsqd's --max-msg-size:
+		// nsqd names the first one too big, and stored nothing. Fail the
+		// too big ones, send the others again.
+		blamed := false
+		for ; n > 0; n-- {
+			tx := p.popPending()
+			// The too big ones keep their place, settled: they complete in
+			// order, without being sent.
+			switch {
+			case int64(len(tx.body)) <= learnedMsg:
+			case !blamed:
+				blamed = true
+				tx.settled = perr
+			default:
+				tx.settled = neverSent(learnedTooBig("message body", len(tx.body), learnedMsg))
+			}
+			retry.pushBack(tx)
+		}
+		p.log(LogLevelError, "(%s) nsqd refused a batch: %s; its other messages are sent again", p.addr, perr)
+	case n > 1 && learnedBody > 0:
+		// An automatic batch over nsqd's --max-body-size: smaller batches.
+		r.batchBytes = min(r.batchBytes, int(learnedBody))
+		p.log(LogLevelWarning, "(%s) nsqd refused a batch of %d messages (%s); batches are now at most %d bytes", p.addr, n, perr, r.batchBytes)
+		for ; n > 0; n-- {
+			retry.pushBack(p.popPending())
+		}
+	case n > 1 && (code == "E_BAD_MESSAGE" || code == "E_BAD_BODY"):
 		// An automatic batch that nsqd refused as a whole stored nothing:
 		// send its messages one by one, so that only the bad one fails.
 		if code == "E_BAD_BODY" && r.batchBytes > 1024 {
@@ -800,7 +845,7 @@ func (p *Producer) onErrorFrame(data []byte) {
 			tx.noBatch = true
 			retry.pushBack(tx)
 		}
-	} else {
+	default:
 		// nsqd may refuse a command before reading all of it, while the
 		// write goroutine still writes its body: complete it (and let the
 		// caller reuse the body) only once that goroutine has exited.
@@ -822,12 +867,17 @@ func (p *Producer) onErrorFrame(data []byte) {
 	p.closeConn(perr)
 }
 
-// popBarriers completes the Flush barriers that have reached the front of
-// the pending FIFO: everything before them has completed.
-func (p *Producer) popBarriers() {
+// popSettled completes the Flush barriers and settled transactions that
+// have reached the front of the pending FIFO: everything before them has
+// completed.
+func (p *Producer) popSettled() {
 	r := &p.r
-	for r.pending.len() > 0 && r.pending.peek(0).kind == kindBarrier {
-		p.complete(p.popPending(), nil)
+	for r.pending.len() > 0 {
+		if head := r.pending.peek(0); head.kind != kindBarrier && head.settled == nil {
+			return
+		}
+		tx := p.popPending()
+		p.complete(tx, tx.settled)
 	}
 }
 
@@ -863,8 +913,8 @@ func (p *Producer) onClosed(c *Conn) {
 	p.unprepare()
 	for r.pending.len() > 0 {
 		tx := p.popPending()
-		if tx.kind == kindBarrier {
-			p.complete(tx, nil)
+		if tx.kind == kindBarrier || tx.settled != nil {
+			p.complete(tx, tx.settled)
 		} else {
 			p.complete(tx, unknownOutcome(err))
 		}
@@ -1025,4 +1075,53 @@ func (p *Producer) count(tx *ProducerTransaction, err error) {
 			s.unknown.Add(uint64(tx.messages()))
 		}
 	}
+}
+
+// learnedLimits holds nsqd's size limits as its error texts revealed them
+// ("E_BAD_MESSAGE PUB message too big 2000 > 1024"); 0 while unknown. nsqd
+// does not announce them, and a publish over them costs the connection (and
+// the commands pipelined on it), so later ones are refused at the call.
+type learnedLimits struct {
+	maxMsg  atomic.Int64 // --max-msg-size
+	maxBody atomic.Int64 // --max-body-size
+}
+
+// learn records the limit an error from nsqd states, and returns it.
+func (p *Producer) learn(perr ErrProtocol) (maxMsg, maxBody int64) {
+	code := perr.Code()
+	if code != "E_BAD_MESSAGE" && code != "E_BAD_BODY" {
+		return 0, 0
+	}
+	i := strings.LastIndex(perr.Reason, " > ")
+	if i < 0 {
+		return 0, 0
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(perr.Reason[i+3:]), 10, 64)
+	if err != nil || limit <= 0 {
+		return 0, 0
+	}
+	switch {
+	case strings.Contains(perr.Reason, "message too big"):
+		p.learned.maxMsg.Store(limit)
+		return limit, 0
+	case strings.Contains(perr.Reason, "body too big"):
+		p.learned.maxBody.Store(limit)
+		return 0, limit
+	}
+	return 0, 0
+}
+
+func learnedTooBig(which string, size int, max int64) error {
+	return fmt.Errorf("%w: %s of %d bytes is over nsqd's --max-msg-size (%d, from an earlier answer of nsqd)", ErrTooLarge, which, size, max)
+}
+
+// groupExceeds reports whether one of the first n pending transactions has
+// a body over limit.
+func groupExceeds(q *txQueue, n int, limit int64) bool {
+	for i := 0; i < n; i++ {
+		if int64(len(q.peek(i).body)) > limit {
+			return true
+		}
+	}
+	return false
 }

@@ -175,9 +175,14 @@ func TestIsolationOfABadPublish(t *testing.T) {
 	for _, batching := range []bool{true, false} {
 		t.Run(fmt.Sprintf("auto_batch=%v", batching), func(t *testing.T) {
 			n := nsqdtest.Start(t, "--max-msg-size=1024")
-			p := newTestProducer(t, n.TCPAddr(), testConfig(t, "auto_batch", batching))
 			for try := 1; try <= 12; try++ {
+				// A new producer each time: one that has seen nsqd's
+				// answer knows its limit and refuses the body at the call.
+				p := newTestProducer(t, n.TCPAddr(), testConfig(t, "auto_batch", batching))
 				if isolationTry(t, n, p, fmt.Sprintf("iso%d", try)) {
+					err := p.Publish("iso", make([]byte, 1025))
+					require.ErrorIs(t, err, ErrTooLarge, "nsqd's limit is known now")
+					assert.Contains(t, err.Error(), "nsqd's --max-msg-size (1024")
 					return
 				}
 				t.Logf("try %d: nsqd's error frame was lost to the reset; trying again", try)

@@ -34,6 +34,7 @@ type ProducerTransaction struct {
 	n           int           // on the first transaction of a written command: how many transactions the command carries
 	noBatch     bool          // send as a PUB of its own (its batch was rejected)
 	lastOfWrite bool          // the last transaction of a batch handed to the write goroutine
+	settled     error         // known outcome, not to be sent: completes with it, in order
 	sentAt      time.Duration // on the first transaction of a written command: when it was handed to the writer
 }
 
