@@ -160,7 +160,11 @@ func (c *Conn) Flush() error {
 }
 
 func (c *Conn) write(req writeRequest) error {
-	if c.state.Load() != stateConnected {
+	switch c.state.Load() {
+	case stateConnected:
+	case stateClosed:
+		return ErrClosing
+	default:
 		return ErrNotConnected
 	}
 	select {
@@ -527,8 +531,11 @@ func (c *Conn) ioError(op string, err error) error {
 		}
 		return fmt.Errorf("nsq: nsqd at %s did not take our bytes within write_timeout (%s): %w", c.addr, c.config.WriteTimeout, err)
 	}
-	if err == io.EOF {
+	switch err {
+	case io.EOF:
 		return fmt.Errorf("nsq: nsqd at %s closed the connection: %w", c.addr, err)
+	case io.ErrUnexpectedEOF:
+		return fmt.Errorf("nsq: nsqd at %s closed the connection in the middle of a frame: %w", c.addr, err)
 	}
 	return err
 }

@@ -22,9 +22,9 @@
 // return once the publish is accepted, and later send a
 // [ProducerTransaction] with the result on the doneChan they were given.
 // Results are delivered in the order the publishes were accepted; a slow
-// reader of one doneChan never stalls the connection (results wait in an
-// internal queue, bounded by Config.MaxPending), and a nil doneChan drops
-// the result.
+// reader of one doneChan stalls neither the connection nor the results of
+// other doneChans (its results wait, in order, bounded by
+// Config.MaxPending), and a nil doneChan drops the result.
 //
 // The *Context methods ([Producer.PublishContext] and friends) stop waiting
 // when their context ends; [Producer.Flush] waits until everything accepted
@@ -52,7 +52,15 @@
 //     written and before nsqd answered; nsqd may or may not have stored it.
 //
 // errors.Is(err, [ErrNotConnected]) holds for both of the last two, as
-// go-nsq code expects. Invalid input is refused at the call, before it can
+// go-nsq code expects. (nsqd closes the connection with our pipelined bytes
+// unread, so its kernel sends a reset, which can overtake the error frame:
+// then nobody can tell which publish nsqd refused, and all the unanswered
+// ones fail with ErrUnknownOutcome.)
+//
+// nsqd does not announce its size limits, but states them when it refuses a
+// body ("E_BAD_MESSAGE PUB message too big 2000 > 1024"): from then on the
+// producer refuses larger bodies at the call with [ErrTooLarge], and of an
+// automatic batch refused for one too big message, only that one fails. Invalid input is refused at the call, before it can
 // reach the connection other publishes share: an invalid topic name
 // ([ErrInvalidTopic]; nsqd would otherwise publish "PUB a b" to topic "a"),
 // an empty body ([ErrEmptyBody]), a body over Config.MaxMsgSize or an MPUB

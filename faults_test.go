@@ -289,7 +289,7 @@ func TestFaultHalfFrameThenClose(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNotConnected)
 	assert.NotErrorIs(t, err, ErrNeverSent)
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
-	assert.Equal(t, "not connected: connection lost before nsqd answered, outcome unknown: unexpected EOF", err.Error())
+	assert.Equal(t, "not connected: connection lost before nsqd answered, outcome unknown: nsq: nsqd at "+s.Addr()+" closed the connection in the middle of a frame: unexpected EOF", err.Error())
 	assert.Equal(t, uint64(1), p.Stats().UnknownOutcome)
 }
 
