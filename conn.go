@@ -84,6 +84,7 @@ type Conn struct {
 	err       error                 // why the connection ended: written before exitChan is closed
 	running   atomic.Int32          // goroutines still running; the last one out calls OnClose
 	writeErr  atomic.Pointer[error] // set when the write goroutine failed; the reader drains and ends
+	drainBy   atomic.Int64          // when the reader must have drained (Unix ns), once writeErr is set
 }
 
 type connState = int32
@@ -474,6 +475,10 @@ func (c *Conn) readLoop() {
 	for {
 		if c.writeErr.Load() == nil {
 			c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+			if c.writeErr.Load() != nil {
+				// The write goroutine failed meanwhile: keep its deadline.
+				c.conn.SetReadDeadline(time.Unix(0, c.drainBy.Load()))
+			}
 		}
 		typ, data, err := c.fr.next()
 		if err != nil {
@@ -518,8 +523,10 @@ func (c *Conn) writeFailed(err error) {
 		c.teardown(err)
 		return
 	}
+	drainBy := time.Now().Add(time.Second)
+	c.drainBy.Store(drainBy.UnixNano())
 	c.writeErr.Store(&err)
-	c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	c.conn.SetReadDeadline(drainBy)
 }
 
 // ioError describes an I/O failure; a deadline turns into a sentence that
