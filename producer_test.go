@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -411,4 +412,40 @@ func TestPointedAtNsqdHTTPPort(t *testing.T) {
 	var ferr *FrameError
 	require.ErrorAs(t, err, &ferr)
 	assert.Contains(t, err.Error(), "HTTP port")
+}
+
+// blackhole returns the address of a listener whose accept queue is full, so
+// that a new connection attempt hangs (its SYN is dropped) until it times out.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { syscall.Close(fd) })
+	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	require.NoError(t, syscall.Listen(fd, 0))
+	sa, err := syscall.Getsockname(fd)
+	require.NoError(t, err)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the accept queue (backlog 0 still takes one or two).
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return addr // the queue is full: this attempt hung and timed out
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatal("could not fill the accept queue")
+	return ""
+}
+
+func TestDialTimeout(t *testing.T) {
+	addr := blackhole(t)
+	p := newTestProducer(t, addr, testConfig(t, "dial_timeout", "150ms"))
+	var err error
+	// The default dial_timeout is 1s: returning well before proves ours is used.
+	within(t, 900*time.Millisecond, "Publish to a server that never accepts", func() { err = p.Publish("t", []byte("x")) })
+	require.ErrorIs(t, err, ErrNeverSent)
+	var nerr net.Error
+	require.ErrorAs(t, err, &nerr)
+	assert.True(t, nerr.Timeout(), "a dial timeout: %v", err)
 }

@@ -291,3 +291,29 @@ func TestAccountingStopMidBurst(t *testing.T) {
 		assert.Same(t, ErrStopped, err)
 	}
 }
+
+func TestReconnectBackoff(t *testing.T) {
+	p, err := NewProducer("127.0.0.1:1", testConfig(t, "reconnect_backoff", "100ms", "max_reconnect_backoff", "1s"))
+	require.NoError(t, err)
+	defer p.Stop()
+	for _, tc := range []struct {
+		failures int
+		full     time.Duration // the step; the wait is jittered in [full/2, full)
+	}{
+		{1, 100 * time.Millisecond},
+		{2, 200 * time.Millisecond},
+		{3, 400 * time.Millisecond},
+		{4, 800 * time.Millisecond},
+		{5, time.Second},
+		{50, time.Second},
+	} {
+		seen := map[time.Duration]bool{}
+		for i := 0; i < 200; i++ {
+			d := p.backoff(tc.failures)
+			require.GreaterOrEqual(t, d, tc.full/2, "failures %d", tc.failures)
+			require.Less(t, d, tc.full, "failures %d", tc.failures)
+			seen[d] = true
+		}
+		assert.Greater(t, len(seen), 100, "failures %d: jittered", tc.failures)
+	}
+}
