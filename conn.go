@@ -266,6 +266,10 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.config.TlsV1 && !resp.TLSv1 {
+		// Not silently in plaintext what was meant to be encrypted.
+		return nil, fmt.Errorf("nsq: tls_v1 is set but nsqd at %s did not agree to TLS (is it started with --tls-cert and --tls-key?)", c.addr)
+	}
 	if resp.TLSv1 {
 		if br.Buffered() > 0 {
 			return nil, errors.New("nsq: unexpected data from nsqd before the TLS upgrade")

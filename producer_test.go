@@ -207,6 +207,15 @@ func TestTLS(t *testing.T) {
 		require.NoError(t, p.Publish("tls_insecure", []byte("x")))
 	})
 
+	t.Run("tls_asked_not_offered", func(t *testing.T) {
+		plain := nsqdtest.Start(t)
+		p := newTestProducer(t, plain.TCPAddr(), testConfig(t, "tls_v1", true, "tls_root_ca_file", ca))
+		err := p.Publish("tls_plain", []byte("x"))
+		require.ErrorIs(t, err, ErrNeverSent)
+		assert.Contains(t, err.Error(), "did not agree to TLS")
+		assert.Equal(t, int64(0), topicCount(t, plain, "tls_plain"))
+	})
+
 	t.Run("plain_client_refused", func(t *testing.T) {
 		p := newTestProducer(t, n.TCPAddr(), nil)
 		err := p.Publish("tls_plain", []byte("x"))
