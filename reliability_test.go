@@ -317,3 +317,25 @@ func TestReconnectBackoff(t *testing.T) {
 		assert.Greater(t, len(seen), 100, "failures %d: jittered", tc.failures)
 	}
 }
+
+// Stop does not wait forever for results nobody takes: after stop_timeout
+// they are dropped (and logged), and no goroutine is left behind.
+func TestStopWithUnreadResults(t *testing.T) {
+	n := nsqdtest.Start(t)
+	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "stop_timeout", "200ms"))
+	lines := p.logger[LogLevelError].(*testLogger).watch(64)
+
+	unread := make(chan *ProducerTransaction) // nobody reads it
+	for i := 0; i < 3; i++ {
+		require.NoError(t, p.PublishAsync("unread", []byte("x"), unread, i))
+	}
+	require.NoError(t, p.Flush(t.Context()), "all three answered")
+	assert.Equal(t, int64(3), p.Stats().Pending, "answered but not taken")
+
+	within(t, 5*time.Second, "Stop", p.Stop)
+	waitLine(t, lines, "3 results dropped after stop_timeout", time.Second)
+	assert.Equal(t, int64(0), p.Stats().Pending)
+	assert.Equal(t, uint64(3), p.Stats().Published)
+	assert.Equal(t, int64(3), topicCount(t, n, "unread"))
+	requireNoLeaks(t)
+}
