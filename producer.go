@@ -14,35 +14,6 @@ import (
 	"time"
 )
 
-type logger interface {
-	Output(calldepth int, s string) error
-}
-
-// LogLevel is the severity of a log line.
-type LogLevel int
-
-// Log levels, lowest first.
-const (
-	LogLevelDebug LogLevel = iota
-	LogLevelInfo
-	LogLevelWarning
-	LogLevelError
-	LogLevelMax = iota - 1 // the highest level
-)
-
-// String returns the level's three-letter tag: "DBG", "INF", "WRN" or "ERR".
-func (lvl LogLevel) String() string {
-	switch lvl {
-	case LogLevelInfo:
-		return "INF"
-	case LogLevelWarning:
-		return "WRN"
-	case LogLevelError:
-		return "ERR"
-	}
-	return "DBG"
-}
-
 var instCount atomic.Int64
 
 // errStopTimeout is why transactions still unanswered when Config.StopTimeout
@@ -109,11 +80,11 @@ type router struct {
 	carrying int // couriers running (a finished one may still be in the map)
 
 	// The next batch for the write goroutine, grown from the queue until the
-	// write goroutine takes it (which it does once it has written the one
-	// before: batches form while it is busy). Its commands are encoded as
-	// they are: each starts with a transaction whose n counts its
-	// transactions; group is the index of the last one, which may still grow
-	// into an MPUB.
+	// write goroutine takes it: once it has written the one before, and
+	// fewer than maxWritesInFlight batches await answers. So batches form
+	// while it is busy. Its commands are encoded as they are: each starts
+	// with a transaction whose n counts its transactions; group is the index
+	// of the last one, which may still grow into an MPUB.
 	prep  []*ProducerTransaction
 	group int
 	spare []*ProducerTransaction // the batch the write goroutine had before; reused

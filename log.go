@@ -6,6 +6,37 @@ import (
 	"strings"
 )
 
+// logger is what SetLogger takes: *log.Logger is one, as in go-nsq.
+type logger interface {
+	Output(calldepth int, s string) error
+}
+
+// LogLevel is the severity of a log line.
+type LogLevel int
+
+// Log levels, lowest first.
+const (
+	LogLevelDebug LogLevel = iota
+	LogLevelInfo
+	LogLevelWarning
+	LogLevelError
+	LogLevelMax = iota - 1 // the highest level
+)
+
+// String returns the level's three-letter tag: "DBG", "INF", "WRN" or "ERR".
+func (lvl LogLevel) String() string {
+	switch lvl {
+	case LogLevelInfo:
+		return "INF"
+	case LogLevelWarning:
+		return "WRN"
+	case LogLevelError:
+		return "ERR"
+	}
+	return "DBG"
+}
+
+
 // SlogLogger lets a *slog.Logger be a Producer's logger:
 //
 //	p.SetLogger(nsq.NewSlogLogger(slog.Default()), nsq.LogLevelDebug)
