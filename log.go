@@ -36,7 +36,6 @@ func (lvl LogLevel) String() string {
 	return "DBG"
 }
 
-
 // SlogLogger lets a *slog.Logger be a Producer's logger:
 //
 //	p.SetLogger(nsq.NewSlogLogger(slog.Default()), nsq.LogLevelDebug)
