@@ -511,6 +511,13 @@ func (p *Producer) route() {
 // stopping with nothing left to answer, the close.
 func (p *Producer) advance() {
 	r := &p.r
+	if r.expired {
+		// Past Stop's deadline nothing more is sent (a closed connection
+		// hands its unsent batch back to the queue).
+		for r.queue.len() > 0 {
+			p.complete(r.queue.popFront(), neverSent(errStopTimeout))
+		}
+	}
 	if r.queue.len() > 0 {
 		switch {
 		case r.conn == nil:
@@ -903,10 +910,6 @@ func (p *Producer) expire() {
 	if n > 0 || r.carrying > 0 {
 		p.log(LogLevelWarning, "(%s) stop_timeout (%s): %d publishes still unanswered, results for %d doneChans not taken",
 			p.addr, p.config.StopTimeout, n, r.carrying)
-	}
-	err := neverSent(errStopTimeout)
-	for r.queue.len() > 0 {
-		p.complete(r.queue.popFront(), err)
 	}
 	if r.connecting {
 		r.cancelConnect()
