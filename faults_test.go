@@ -867,3 +867,23 @@ func TestFaultBatchWithATooBigMessage(t *testing.T) {
 	assert.Contains(t, err.Error(), "nsqd's --max-msg-size (1024")
 	assert.Equal(t, uint64(2), p.Stats().Connects)
 }
+
+// E_MPUB_FAILED: nsqd stores an MPUB's messages one by one and may have
+// stored some before failing, so the outcome is unknown, not "refused".
+func TestFaultMPUBFailedIsUnknown(t *testing.T) {
+	const reason = "E_MPUB_FAILED MPUB failed exiting"
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+	s.Go(func(c *fakensqd.Conn) {
+		c.Handshake(nil)
+		c.Expect("MPUB")
+		c.Error(reason)
+		c.Close()
+	})
+	err := p.MultiPublish("t", [][]byte{[]byte("a"), []byte("b")})
+	require.ErrorIs(t, err, ErrUnknownOutcome)
+	var perr ErrProtocol
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, reason, perr.Reason)
+	s.Wait()
+}

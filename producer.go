@@ -828,9 +828,15 @@ func (p *Producer) onErrorFrame(data []byte) {
 		// write goroutine still writes its body: complete it (and let the
 		// caller reuse the body) only once that goroutine has exited.
 		p.log(LogLevelError, "(%s) nsqd refused a publish: %s", p.addr, perr)
+		err := error(perr)
+		if code == "E_MPUB_FAILED" {
+			// nsqd stores an MPUB's messages one by one and may have stored
+			// some before failing.
+			err = unknownOutcome(perr)
+		}
 		for ; n > 0; n-- {
 			tx := p.popPending()
-			tx.Error = perr
+			tx.Error = err
 			r.refused = append(r.refused, tx)
 		}
 	}
