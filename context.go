@@ -14,9 +14,11 @@ var ErrPendingFull = errors.New("nsq: too many publishes pending (max_pending / 
 // PublishContext is Publish bounded by ctx. If ctx ends before the publish
 // is accepted (while the producer waits for room under Config.MaxPending),
 // it returns ctx's error and nothing is sent. If ctx ends while it waits for
-// nsqd's answer, it returns at once with an error for which
+// nsqd's answer, including while the producer is still connecting (dial,
+// IDENTIFY, TLS, AUTH), it returns at once with an error for which
 // errors.Is(err, ctx.Err()) holds; the publish goes on without its caller:
 // it is not sent if it has not been written yet, and may succeed if it has.
+// A connection attempt is shared by every publish, so it goes on too.
 func (p *Producer) PublishContext(ctx context.Context, topic string, body []byte) error {
 	return p.publishSync(ctx, kindPUB, topic, 0, body, nil)
 }
