@@ -58,7 +58,7 @@ func (p *Producer) DeferredPublishAsyncContext(ctx context.Context, topic string
 // publishes (or Config.MaxPendingBytes) are pending it returns
 // ErrPendingFull at once and the publish is not accepted.
 func (p *Producer) TryPublishAsync(topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(tryContext{}, kindPUB, topic, 0, body, nil, doneChan, args)
+	return p.publishAsync(tryContext{context.Background()}, kindPUB, topic, 0, body, nil, doneChan, args)
 }
 
 // tryContext marks a call that must not wait for room.

@@ -159,20 +159,20 @@ func (p *Producer) String() string { return p.addr }
 // Publish publishes body to topic and waits for nsqd's answer. body may be
 // reused once Publish returns.
 func (p *Producer) Publish(topic string, body []byte) error {
-	return p.publishSync(nil, kindPUB, topic, 0, body, nil)
+	return p.publishSync(context.Background(), kindPUB, topic, 0, body, nil)
 }
 
 // MultiPublish publishes bodies to topic in one MPUB command, stored all or
 // none, and waits for nsqd's answer. The bodies may be reused once it returns.
 func (p *Producer) MultiPublish(topic string, body [][]byte) error {
-	return p.publishSync(nil, kindMPUB, topic, 0, nil, body)
+	return p.publishSync(context.Background(), kindMPUB, topic, 0, nil, body)
 }
 
 // DeferredPublish publishes body to topic, to be delivered to consumers no
 // earlier than delay from now (milliseconds are the unit nsqd takes), and
 // waits for nsqd's answer. body may be reused once it returns.
 func (p *Producer) DeferredPublish(topic string, delay time.Duration, body []byte) error {
-	return p.publishSync(nil, kindDPUB, topic, delay, body, nil)
+	return p.publishSync(context.Background(), kindDPUB, topic, delay, body, nil)
 }
 
 // PublishAsync publishes body to topic without waiting. Once nsqd has
@@ -184,18 +184,18 @@ func (p *Producer) DeferredPublish(topic string, delay time.Duration, body []byt
 // An error returned here (invalid input, ErrStopped) means the publish was
 // not accepted and nothing will be sent on doneChan.
 func (p *Producer) PublishAsync(topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(nil, kindPUB, topic, 0, body, nil, doneChan, args)
+	return p.publishAsync(context.Background(), kindPUB, topic, 0, body, nil, doneChan, args)
 }
 
 // MultiPublishAsync is the asynchronous MultiPublish: see PublishAsync. The
 // bodies are copied, so they may be reused once it returns.
 func (p *Producer) MultiPublishAsync(topic string, body [][]byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(nil, kindMPUB, topic, 0, nil, body, doneChan, args)
+	return p.publishAsync(context.Background(), kindMPUB, topic, 0, nil, body, doneChan, args)
 }
 
 // DeferredPublishAsync is the asynchronous DeferredPublish: see PublishAsync.
 func (p *Producer) DeferredPublishAsync(topic string, delay time.Duration, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(nil, kindDPUB, topic, delay, body, nil, doneChan, args)
+	return p.publishAsync(context.Background(), kindDPUB, topic, delay, body, nil, doneChan, args)
 }
 
 // Ping connects to nsqd if there is no connection, and sends it a NOP. It
@@ -204,7 +204,7 @@ func (p *Producer) DeferredPublishAsync(topic string, delay time.Duration, body 
 func (p *Producer) Ping() error {
 	tx := getSyncTx()
 	tx.kind = kindNOP
-	return p.do(nil, tx)
+	return p.do(context.Background(), tx)
 }
 
 // Stop stops the producer, permanently. Publishes made after Stop begins
@@ -283,7 +283,10 @@ func (p *Producer) publishSync(ctx context.Context, kind txKind, topic string, d
 		return err
 	}
 	tx := getSyncTx()
-	tx.kind, tx.topic, tx.delay, tx.body, tx.bodies, tx.size, tx.ctx = kind, topic, delay, body, bodies, size, ctx
+	tx.kind, tx.topic, tx.delay, tx.body, tx.bodies, tx.size = kind, topic, delay, body, bodies, size
+	if ctx.Done() != nil {
+		tx.ctx = ctx // not sent once it is done
+	}
 	return p.do(ctx, tx)
 }
 
@@ -311,16 +314,12 @@ func (p *Producer) do(ctx context.Context, tx *ProducerTransaction) error {
 		putSyncTx(tx)
 		return err
 	}
-	if ctx == nil {
-		<-tx.doneChan
-	} else {
-		select {
-		case <-tx.doneChan:
-		case <-ctx.Done():
-			// The transaction stays queued or in flight and completes on its
-			// own; the router never recycles it, so it is left to the GC.
-			return &waitError{ctx: ctx}
-		}
+	select {
+	case <-tx.doneChan:
+	case <-ctx.Done(): // nil, never ready, for a call without a context
+		// The transaction stays queued or in flight and completes on its
+		// own; the router never recycles it, so it is left to the GC.
+		return &waitError{ctx: ctx}
 	}
 	err := tx.Error
 	putSyncTx(tx)
@@ -329,10 +328,8 @@ func (p *Producer) do(ctx context.Context, tx *ProducerTransaction) error {
 
 // enqueue takes room under the pending limits and hands tx to the router.
 func (p *Producer) enqueue(ctx context.Context, tx *ProducerTransaction) error {
-	if ctx != nil {
-		if _, try := ctx.(tryContext); !try && ctx.Err() != nil {
-			return ctx.Err()
-		}
+	if _, try := ctx.(tryContext); !try && ctx.Err() != nil {
+		return ctx.Err()
 	}
 	if tx.kind >= kindNOP {
 		// Ping and Flush hold no room: they must work when the limit is reached.

@@ -167,7 +167,7 @@ func (l *pendingLimit) fitsLocked(size int64) bool {
 }
 
 // acquire takes room for a publish of size, waiting while there is none
-// until ctx (which may be nil) is done or stop is closed.
+// until ctx is done or stop is closed.
 func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan struct{}) error {
 	l.mu.Lock()
 	for !l.fitsLocked(size) {
@@ -176,13 +176,9 @@ func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan stru
 		}
 		freed := l.freed
 		l.mu.Unlock()
-		var done <-chan struct{}
-		if ctx != nil {
-			done = ctx.Done()
-		}
 		select {
 		case <-freed:
-		case <-done:
+		case <-ctx.Done():
 			return ctx.Err()
 		case <-stop:
 			return ErrStopped
