@@ -511,9 +511,7 @@ func (p *Producer) advance() {
 	if r.expired {
 		// Past Stop's deadline nothing more is sent (a closed connection
 		// hands its unsent batch back to the queue).
-		for r.queue.len() > 0 {
-			p.complete(r.queue.popFront(), neverSent(errStopTimeout))
-		}
+		p.failQueue(neverSent(errStopTimeout))
 	}
 	if r.queue.len() > 0 {
 		switch {
@@ -596,14 +594,18 @@ func (p *Producer) onConnected(res connectResult) {
 		wait := p.backoff(r.failures)
 		r.retryAt = time.Now().Add(wait)
 		p.log(LogLevelError, "(%s) error connecting to nsqd - %s (next attempt in %s at the earliest)", p.addr, res.err, wait.Round(time.Millisecond))
-		err := neverSent(res.err)
-		for r.queue.len() > 0 {
-			p.complete(r.queue.popFront(), err)
-		}
+		p.failQueue(neverSent(res.err))
 		return
 	}
 	r.conn, r.connected, r.failures = res.conn, true, 0
 	p.stats.connects.Add(1)
+}
+
+// failQueue fails, in order, every transaction not yet prepared.
+func (p *Producer) failQueue(err error) {
+	for p.r.queue.len() > 0 {
+		p.complete(p.r.queue.popFront(), err)
+	}
 }
 
 // backoff returns how long to wait after the n-th consecutive failed
