@@ -101,7 +101,7 @@ func DeferredPublish(topic string, delay time.Duration, body []byte) *Command {
 // MultiPublish creates an MPUB command: bodies to topic, stored all or none.
 // The bodies are copied into the command.
 func MultiPublish(topic string, bodies [][]byte) (*Command, error) {
-	return &Command{Name: []byte("MPUB"), Params: [][]byte{[]byte(topic)}, Body: encodeMPUBBody(bodies)}, nil
+	return &Command{Name: []byte("MPUB"), Params: [][]byte{[]byte(topic)}, Body: encodeMPUBBody(bodies, mpubBodySize(bodies))}, nil
 }
 
 // mpubBodySize is the size of an MPUB body: the 4-byte count, then a 4-byte
@@ -114,9 +114,10 @@ func mpubBodySize(bodies [][]byte) int64 {
 	return n
 }
 
-// encodeMPUBBody returns an MPUB body holding copies of bodies.
-func encodeMPUBBody(bodies [][]byte) []byte {
-	buf := make([]byte, 0, mpubBodySize(bodies))
+// encodeMPUBBody returns an MPUB body holding copies of bodies; size is
+// mpubBodySize(bodies).
+func encodeMPUBBody(bodies [][]byte, size int64) []byte {
+	buf := make([]byte, 0, size)
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(bodies)))
 	for _, b := range bodies {
 		buf = binary.BigEndian.AppendUint32(buf, uint32(len(b)))
@@ -201,6 +202,16 @@ func writeMPUBHeader(w *bufio.Writer, topic string, bodySize int64, count int) e
 	b = binary.BigEndian.AppendUint32(b, uint32(bodySize))
 	b = binary.BigEndian.AppendUint32(b, uint32(count))
 	_, err = w.Write(b)
+	return err
+}
+
+// writeMPUB encodes an MPUB of n messages, at(0) to at(n-1), whose body
+// (count and sized messages) is size bytes.
+func writeMPUB(w *bufio.Writer, topic string, size int64, n int, at func(int) []byte) error {
+	err := writeMPUBHeader(w, topic, size, n)
+	for i := 0; i < n && err == nil; i++ {
+		err = writeMPUBMessage(w, at(i))
+	}
 	return err
 }
 

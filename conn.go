@@ -607,7 +607,7 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 	var written int64
 	for i := 0; i < len(txs); {
 		tx := txs[i]
-		n, kind, topic, body, bodies, delay := tx.n, tx.kind, tx.topic, tx.body, tx.bodies, tx.delay
+		n, kind, topic, body, bodies, delay, size := tx.n, tx.kind, tx.topic, tx.body, tx.bodies, tx.delay, tx.size
 		var err error
 		switch {
 		case kind == kindPUB && n == 1:
@@ -623,24 +623,13 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 				size += 4 + int64(len(t.body))
 			}
 			written += size
-			err = writeMPUBHeader(c.bw, topic, size, n)
-			for _, t := range group {
-				if err == nil {
-					err = writeMPUBMessage(c.bw, t.body)
-				}
-			}
+			err = writeMPUB(c.bw, topic, size, n, func(j int) []byte { return group[j].body })
 		case kind == kindDPUB:
 			written += int64(len(body))
 			err = writeDPUB(c.bw, topic, delay, body)
 		case kind == kindMPUB && bodies != nil:
-			size := mpubBodySize(bodies)
-			written += size
-			err = writeMPUBHeader(c.bw, topic, size, len(bodies))
-			for _, b := range bodies {
-				if err == nil {
-					err = writeMPUBMessage(c.bw, b)
-				}
-			}
+			written += size // the MPUB body size, from the call's check
+			err = writeMPUB(c.bw, topic, size, len(bodies), func(j int) []byte { return bodies[j] })
 		case kind == kindMPUB:
 			written += int64(len(body))
 			err = writeMPUBEncoded(c.bw, topic, body)

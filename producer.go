@@ -300,7 +300,7 @@ func (p *Producer) publishAsync(ctx context.Context, kind txKind, topic string, 
 	}
 	if kind == kindMPUB {
 		// go-nsq copies MultiPublishAsync's bodies at the call; callers rely on it.
-		body, bodies = encodeMPUBBody(bodies), nil
+		body, bodies = encodeMPUBBody(bodies, size), nil
 	}
 	// The context bounds the wait to enqueue only: the transaction is not
 	// tied to it.

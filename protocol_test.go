@@ -179,7 +179,7 @@ func TestDirectEncoders(t *testing.T) {
 					})
 					require.Equal(t, want, got, "writeMPUBHeader+writeMPUBMessage(%q, %d bodies)", topic, len(bodies))
 					got = encode(t, wr.size, wr.prefill, func(w *bufio.Writer) error {
-						return writeMPUBEncoded(w, topic, encodeMPUBBody(bodies))
+						return writeMPUBEncoded(w, topic, encodeMPUBBody(bodies, mpubBodySize(bodies)))
 					})
 					require.Equal(t, want, got, "writeMPUBEncoded(%q, %d bodies)", topic, len(bodies))
 				}
@@ -193,10 +193,12 @@ func TestDirectEncodersErrors(t *testing.T) {
 	boom := errors.New("boom")
 	body := bytes.Repeat([]byte("x"), 100)
 	for name, f := range map[string]func(w *bufio.Writer) error{
-		"writePUB":          func(w *bufio.Writer) error { return writePUB(w, "t", body) },
-		"writeDPUB":         func(w *bufio.Writer) error { return writeDPUB(w, "t", time.Second, body) },
-		"writeMPUBMessage":  func(w *bufio.Writer) error { return writeMPUBMessage(w, body) },
-		"writeMPUBEncoded":  func(w *bufio.Writer) error { return writeMPUBEncoded(w, "t", encodeMPUBBody([][]byte{body})) },
+		"writePUB":         func(w *bufio.Writer) error { return writePUB(w, "t", body) },
+		"writeDPUB":        func(w *bufio.Writer) error { return writeDPUB(w, "t", time.Second, body) },
+		"writeMPUBMessage": func(w *bufio.Writer) error { return writeMPUBMessage(w, body) },
+		"writeMPUBEncoded": func(w *bufio.Writer) error {
+			return writeMPUBEncoded(w, "t", encodeMPUBBody([][]byte{body}, mpubBodySize([][]byte{body})))
+		},
 		"writeMPUBHeader":   func(w *bufio.Writer) error { w.Write(make([]byte, 4000)); return writeMPUBHeader(w, "t", 10, 1) },
 		"writePUB_flushing": func(w *bufio.Writer) error { w.Write(make([]byte, 4000)); return writePUB(w, "t", []byte("x")) },
 	} {
