@@ -607,23 +607,20 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 	var written int64
 	for i := 0; i < len(txs); {
 		tx := txs[i]
-		n, kind, topic, body, bodies, delay, size := tx.n, tx.kind, tx.topic, tx.body, tx.bodies, tx.delay, tx.size
+		n, kind, topic, body, bodies, delay, size, groupSize := tx.n, tx.kind, tx.topic, tx.body, tx.bodies, tx.delay, tx.size, tx.groupSize
 		var err error
 		switch {
 		case kind == kindPUB && n == 1:
 			written += int64(len(body))
 			err = writePUB(c.bw, topic, body)
 		case kind == kindPUB:
-			// An automatic MPUB. nsqd answers it only once it has read it
-			// all (or refused it, which the router settles only after this
+			// An automatic MPUB, whose body size the router recorded on its
+			// head. nsqd answers it only once it has read it all (or
+			// refused it, which the router settles only after this
 			// goroutine has exited).
 			group := txs[i : i+n]
-			size := int64(4)
-			for _, t := range group {
-				size += 4 + int64(len(t.body))
-			}
-			written += size
-			err = writeMPUB(c.bw, topic, size, n, func(j int) []byte { return group[j].body })
+			written += groupSize
+			err = writeMPUB(c.bw, topic, groupSize, n, func(j int) []byte { return group[j].body })
 		case kind == kindDPUB:
 			written += int64(len(body))
 			err = writeDPUB(c.bw, topic, delay, body)

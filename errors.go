@@ -34,6 +34,11 @@ var ErrNeverSent error = &connError{text: "not connected: never sent to nsqd"}
 // errors.Is(err, ErrNotConnected) holds for it.
 var ErrUnknownOutcome error = &connError{text: "not connected: connection lost before nsqd answered, outcome unknown"}
 
+// ErrPendingFull is returned by [Producer.TryPublishAsync] when
+// Config.MaxPending publishes (or Config.MaxPendingBytes) are already
+// waiting for their answers.
+var ErrPendingFull = errors.New("nsq: too many publishes pending (max_pending / max_pending_bytes)")
+
 // ErrInvalidTopic is wrapped by the error a publish returns, at the call, for
 // a topic name nsqd would reject or misread (see [IsValidTopicName]).
 var ErrInvalidTopic = errors.New("nsq: invalid topic name")

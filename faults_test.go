@@ -68,7 +68,7 @@ func waitAccepted(t *testing.T, p *Producer) {
 
 // producerLogLines returns the producer's log lines from now on.
 func producerLogLines(p *Producer) <-chan string {
-	return p.logger[LogLevelDebug].(*testLogger).watch(256)
+	return p.logs.logger[LogLevelDebug].(*testLogger).watch(256)
 }
 
 func bodyOf(c fakensqd.Command) string { return string(c.Body) }
