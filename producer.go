@@ -223,6 +223,9 @@ func (p *Producer) enqueue(ctx context.Context, wait bool, tx *ProducerTransacti
 		// Ping and Flush must work when the limit is reached.
 	case !wait:
 		if !p.limit.tryAcquire(tx.size) {
+			if p.isStopped() {
+				return ErrStopped // not "full": retrying cannot help
+			}
 			p.stats.refused.Add(1)
 			return ErrPendingFull
 		}
@@ -243,6 +246,13 @@ func (p *Producer) enqueue(ctx context.Context, wait bool, tx *ProducerTransacti
 	p.transactionChan <- tx
 	p.mu.RUnlock()
 	return nil
+}
+
+// isStopped reports whether Stop has begun.
+func (p *Producer) isStopped() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.stopped
 }
 
 // check refuses, at the call, a publish that nsqd would reject (and that

@@ -131,18 +131,18 @@ func (r *router) log(lvl LogLevel, format string, args ...any) {
 	r.logs.log(lvl, format, args...)
 }
 
-// routerDelegate passes a Conn's events to its router. Its methods run on
-// the Conn's goroutines.
-type routerDelegate struct{ r *router }
+// producerConnDelegate passes a Conn's events to its router. Its methods run
+// on the Conn's goroutines.
+type producerConnDelegate struct{ r *router }
 
-func (d routerDelegate) OnResponse(c *Conn, data []byte) { d.r.responseChan <- data }
-func (d routerDelegate) OnError(c *Conn, data []byte)    { d.r.errorChan <- data }
-func (d routerDelegate) OnIOError(c *Conn, err error)    {}
-func (d routerDelegate) OnHeartbeat(c *Conn) {
+func (d producerConnDelegate) OnResponse(c *Conn, data []byte) { d.r.responseChan <- data }
+func (d producerConnDelegate) OnError(c *Conn, data []byte)    { d.r.errorChan <- data }
+func (d producerConnDelegate) OnIOError(c *Conn, err error)    {}
+func (d producerConnDelegate) OnHeartbeat(c *Conn) {
 	d.r.stats.heartbeats.Add(1)
 	d.r.log(LogLevelDebug, "(%s) heartbeat received", d.r.addr)
 }
-func (d routerDelegate) OnClose(c *Conn) { d.r.closeChan <- c }
+func (d producerConnDelegate) OnClose(c *Conn) { d.r.closeChan <- c }
 
 // run is the router goroutine; it returns once Stop was called and every
 // accepted transaction has completed.
@@ -269,7 +269,7 @@ func (r *router) accept(tx *ProducerTransaction) {
 func (r *router) startConnect() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.connecting, r.cancelConnect = true, cancel
-	c := NewConn(r.addr, r.config, routerDelegate{r})
+	c := NewConn(r.addr, r.config, producerConnDelegate{r})
 	c.logf = r.logs.log
 	r.log(LogLevelInfo, "(%s) connecting to nsqd", r.addr)
 	go func() {
@@ -646,8 +646,9 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 		return
 	}
 	s := r.stats
-	switch e := err.(type) {
-	case nil:
+	var perr ErrProtocol
+	switch {
+	case err == nil:
 		n := tx.messages()
 		s.published.Add(uint64(n))
 		if tx.kind == kindMPUB {
@@ -655,14 +656,12 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 		} else {
 			s.publishedBytes.Add(uint64(tx.size))
 		}
-	case ErrProtocol:
-		s.addNsqdError(e.Code())
-	case *outcomeError:
-		if e.class == ErrNeverSent {
-			s.neverSent.Add(uint64(tx.messages()))
-		} else {
-			s.unknown.Add(uint64(tx.messages()))
-		}
+	case errors.Is(err, ErrUnknownOutcome): // E_MPUB_FAILED included
+		s.unknown.Add(uint64(tx.messages()))
+	case errors.Is(err, ErrNeverSent):
+		s.neverSent.Add(uint64(tx.messages()))
+	case errors.As(err, &perr):
+		s.addNsqdError(perr.Code())
 	}
 }
 
