@@ -38,3 +38,54 @@ func TestTryPublishAsyncDuringStopIsStopped(t *testing.T) {
 	assert.ErrorIs(t, tx.Error, ErrUnknownOutcome)
 	s.Wait()
 }
+
+// Bug 9: a message nsqd refused (ErrProtocol) was reported ErrNeverSent
+// ("safe to retry") when the reconnect that followed failed: the failure of
+// the queue overwrote its settled outcome.
+func TestRefusedOutcomeSurvivesAFailedReconnect(t *testing.T) {
+	const reason = "E_BAD_MESSAGE MPUB message too big 2000 > 1024"
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+
+	done := make(chan *ProducerTransaction, 3)
+	for i, b := range [][]byte{[]byte("m0"), make([]byte, 2000), []byte("m2")} {
+		require.NoError(t, p.PublishAsync("big", b, done, i))
+	}
+	waitAccepted(t, p)
+
+	c := s.Accept()
+	c.Handshake(nil)
+	require.Len(t, c.Expect("MPUB").Messages, 3)
+	c.Error(reason)
+	c.Close()
+	// The reconnect fails during the handshake.
+	s.Accept().Close()
+
+	var txs []*ProducerTransaction
+	for range 3 {
+		txs = append(txs, recvWithin(t, done, "PublishAsync result"))
+	}
+	assert.ErrorIs(t, txs[0].Error, ErrNeverSent)
+	assert.Equal(t, ErrProtocol{Reason: reason}, txs[1].Error, "nsqd's refusal stands")
+	assert.ErrorIs(t, txs[2].Error, ErrNeverSent)
+}
+
+// Bug 5: Flush with nothing pending dialled (waiting out any backoff) and,
+// with nsqd down, returned the dial error; a Flush behind publishes that
+// failed returned their connection error. Flush returns nil, ctx's error
+// or ErrStopped, and never dials.
+func TestFlushNeverDialsNorFailsWithTheConnection(t *testing.T) {
+	p := newTestProducer(t, "127.0.0.1:1", nil) // nothing listens there
+	within(t, hangGuard, "Flush", func() { require.NoError(t, p.Flush(t.Context())) })
+	assert.Zero(t, p.Stats().ConnectFailures, "Flush with nothing pending dialled")
+
+	done := make(chan *ProducerTransaction, 1)
+	require.NoError(t, p.PublishAsync("t", []byte("x"), done))
+	within(t, hangGuard, "Flush", func() { require.NoError(t, p.Flush(t.Context())) })
+	assert.ErrorIs(t, recvWithin(t, done, "the publish's result").Error, ErrNeverSent)
+	assert.Equal(t, uint64(1), p.Stats().ConnectFailures)
+
+	// Nothing pending again: no dial, though a backoff is running.
+	within(t, hangGuard, "Flush", func() { require.NoError(t, p.Flush(t.Context())) })
+	assert.Equal(t, uint64(1), p.Stats().ConnectFailures)
+}

@@ -211,6 +211,7 @@ func (r *router) advance() {
 		// hands its unsent batch back to the queue).
 		r.failQueue(neverSent(errStopTimeout))
 	}
+	r.popQueuedPlaceholders()
 	if r.queue.len() > 0 {
 		switch {
 		case r.conn == nil:
@@ -223,6 +224,18 @@ func (r *router) advance() {
 	}
 	if r.draining && r.conn != nil && !r.closing && r.quiet() {
 		r.closeConn(ErrStopped)
+	}
+}
+
+// popQueuedPlaceholders completes the placeholders (Flush barriers,
+// settled transactions) at the front of the queue when nothing accepted
+// before them is unanswered: they need no connection.
+func (r *router) popQueuedPlaceholders() {
+	if len(r.prep) > 0 || r.pending.len() > 0 || len(r.refused) > 0 {
+		return
+	}
+	for r.queue.len() > 0 && r.queue.peek(0).placeholder() {
+		r.settle(r.queue.popFront(), nil)
 	}
 }
 
@@ -260,7 +273,7 @@ func (r *router) armTimer() {
 
 func (r *router) accept(tx *ProducerTransaction) {
 	if r.expired {
-		r.complete(tx, neverSent(errStopTimeout))
+		r.settle(tx, neverSent(errStopTimeout))
 		return
 	}
 	r.queue.pushBack(tx)
@@ -297,8 +310,18 @@ func (r *router) onConnected(res connectResult) {
 // failQueue fails, in order, every transaction not yet prepared.
 func (r *router) failQueue(err error) {
 	for r.queue.len() > 0 {
-		r.complete(r.queue.popFront(), err)
+		r.settle(r.queue.popFront(), err)
 	}
+}
+
+// settle completes tx with err, unless tx is a placeholder: a settled
+// outcome is never overwritten, and a Flush barrier completes with nil (it
+// only waits).
+func (r *router) settle(tx *ProducerTransaction, err error) {
+	if tx.placeholder() {
+		err = tx.settled
+	}
+	r.complete(tx, err)
 }
 
 // reconnectBackoff returns how long to wait after the n-th consecutive
@@ -331,7 +354,7 @@ func (r *router) prepare() {
 	for r.queue.len() > 0 {
 		tx := r.queue.popFront()
 		if tx.ctx != nil && tx.ctx.Err() != nil {
-			r.complete(tx, neverSent(context.Cause(tx.ctx)))
+			r.settle(tx, neverSent(context.Cause(tx.ctx)))
 			continue
 		}
 		if tx.settled == nil && maxMsg > 0 && (tx.kind == kindPUB || tx.kind == kindDPUB) && int64(len(tx.body)) > maxMsg {
@@ -352,7 +375,7 @@ func (r *router) prepare() {
 				r.queue.pushFront(tx)
 				return
 			case r.pending.len() == 0:
-				r.complete(tx, tx.settled) // nothing before it is unanswered
+				r.settle(tx, nil) // nothing before it is unanswered
 			default:
 				r.pending.pushBack(tx)
 			}
@@ -536,8 +559,7 @@ func (r *router) onErrorFrame(data []byte) {
 // before them has completed.
 func (r *router) popPlaceholders() {
 	for r.pending.len() > 0 && r.pending.peek(0).placeholder() {
-		tx := r.popPending()
-		r.complete(tx, tx.settled)
+		r.settle(r.popPending(), nil)
 	}
 }
 
@@ -570,12 +592,7 @@ func (r *router) onClosed(c *Conn) {
 	r.refused = r.refused[:0]
 	r.unprepare()
 	for r.pending.len() > 0 {
-		tx := r.popPending()
-		if tx.placeholder() {
-			r.complete(tx, tx.settled)
-		} else {
-			r.complete(tx, unknownOutcome(err))
-		}
+		r.settle(r.popPending(), unknownOutcome(err))
 	}
 	r.conn, r.connected, r.closing = nil, false, false
 }
