@@ -387,6 +387,7 @@ func (r *router) prepare() {
 				head.groupSize+4+int64(len(tx.body)) <= int64(r.batchBytes) {
 				head.n++
 				head.groupSize += 4 + int64(len(tx.body))
+				tx.n = 0 // it may have headed a command on an earlier connection
 				r.prep = append(r.prep, tx)
 				continue
 			}

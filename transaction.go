@@ -35,7 +35,7 @@ type ProducerTransaction struct {
 	// groupSize of the transactions in a batch it was handed; the router
 	// changes them only once that goroutine has exited (a transaction goes
 	// back to the queue, to be prepared again, only then).
-	n           int           // on the first transaction of a written command: how many transactions the command carries
+	n           int           // on the first transaction of a written command: how many transactions the command carries; 0 on the others
 	noBatch     bool          // send as a PUB of its own (its batch was rejected)
 	lastOfWrite bool          // the last transaction of a batch handed to the write goroutine
 	settled     error         // known outcome, not to be sent: completes with it, in order
