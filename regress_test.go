@@ -125,3 +125,26 @@ func TestStatsCountAResentBatchHeadOnce(t *testing.T) {
 	assert.Equal(t, uint64(1), st.Batches)
 	assert.Equal(t, uint64(3), st.BatchedMessages)
 }
+
+// Bug 11, order after stop_timeout: a result completed after Stop's wait
+// ran out was sent straight to its doneChan, ahead of older results of the
+// same channel that its courier still held (and might still deliver).
+func TestCompleteAfterStopTimeoutNeverOvertakesACourier(t *testing.T) {
+	p, err := NewProducer("127.0.0.1:1", NewConfig())
+	require.NoError(t, err)
+	p.SetLogger(nil, LogLevelError)
+	r := newRouter(p)
+	r.expired = true
+
+	ch := make(chan *ProducerTransaction, 1) // has room now
+	older, newer := &ProducerTransaction{doneChan: ch}, &ProducerTransaction{doneChan: ch}
+	c := &courier{ch: ch}
+	c.q.pushBack(older) // not delivered yet
+	r.couriers = map[chan *ProducerTransaction]*courier{ch: c}
+
+	r.complete(newer, nil)
+	assert.Zero(t, len(ch), "the newer result overtook the courier's")
+	require.Equal(t, 2, c.q.len())
+	assert.Same(t, older, c.q.peek(0))
+	assert.Same(t, newer, c.q.peek(1))
+}

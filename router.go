@@ -631,6 +631,10 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 	case tx.internal:
 		ch <- tx // capacity 1 and ours: never blocks
 	case ch == nil:
+	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
+		// Behind the results the courier still holds, also after
+		// stop_timeout (it drops them then): never ahead of them.
+		return // released when delivered or dropped
 	case r.expired:
 		select {
 		case ch <- tx:
@@ -638,9 +642,6 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 			r.log(LogLevelError, "(%s) result dropped after stop_timeout: doneChan not read (error: %v)", r.addr, err)
 		}
 	default:
-		if c := r.couriers[ch]; c != nil && c.carry(tx) {
-			return // released when delivered
-		}
 		select {
 		case ch <- tx:
 		default:
