@@ -50,7 +50,8 @@ var ErrEmptyBody = errors.New("nsq: empty message body")
 
 // ErrTooLarge is wrapped by the error a publish returns, at the call, when a
 // message is larger than Config.MaxMsgSize or an MPUB body larger than
-// Config.MaxBodySize.
+// Config.MaxBodySize, or either is 4 GiB or more (the protocol's 4-byte
+// size cannot say it).
 var ErrTooLarge = errors.New("nsq: message too large")
 
 // ErrInvalidDelay is wrapped by the error DeferredPublish returns, at the

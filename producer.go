@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -280,6 +281,9 @@ func (p *Producer) check(kind txKind, topic string, delay time.Duration, body []
 		}
 	}
 	size := mpubBodySize(bodies)
+	if size > math.MaxUint32 {
+		return 0, fmt.Errorf("%w: MPUB body of %d bytes does not fit the protocol's 4-byte size", ErrTooLarge, size)
+	}
 	if max := p.config.MaxBodySize; max > 0 && size > max {
 		return 0, fmt.Errorf("%w: MPUB body of %d bytes is over max_body_size (%d)", ErrTooLarge, size, max)
 	}
@@ -299,6 +303,9 @@ func (p *Producer) checkBody(body []byte, i int) error {
 	}
 	if len(body) == 0 {
 		return fmt.Errorf("%w: %s is empty (nsqd refuses empty messages)", ErrEmptyBody, which())
+	}
+	if int64(len(body)) > math.MaxUint32 {
+		return fmt.Errorf("%w: %s of %d bytes does not fit the protocol's 4-byte size", ErrTooLarge, which(), len(body))
 	}
 	if max := p.config.MaxMsgSize; max > 0 && int64(len(body)) > max {
 		return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, which(), len(body), max)
