@@ -10,7 +10,10 @@
 // first publish (or [Producer.Ping]). A Producer is safe for concurrent use;
 // all its callers share one connection. If the connection fails, the next
 // publish reconnects, with exponential backoff and jitter between failed
-// attempts (Config.ReconnectBackoff up to Config.MaxReconnectBackoff).
+// attempts (Config.ReconnectBackoff up to Config.MaxReconnectBackoff). A
+// connection that ends within 5 seconds without nsqd having answered
+// anything on it counts as a failed attempt, as one that could not be made:
+// what waits for it fails with [ErrNeverSent].
 // [Producer.Stop] refuses new publishes with [ErrStopped], waits (up to
 // Config.StopTimeout) for nsqd's answers to everything already accepted, then
 // closes the connection; no goroutine outlives it.

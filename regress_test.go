@@ -1,6 +1,7 @@
 package nsq
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
@@ -126,25 +127,49 @@ func TestStatsCountAResentBatchHeadOnce(t *testing.T) {
 	assert.Equal(t, uint64(3), st.BatchedMessages)
 }
 
-// Bug 11, order after stop_timeout: a result completed after Stop's wait
-// ran out was sent straight to its doneChan, ahead of older results of the
-// same channel that its courier still held (and might still deliver).
-func TestCompleteAfterStopTimeoutNeverOvertakesACourier(t *testing.T) {
-	p, err := NewProducer("127.0.0.1:1", NewConfig())
-	require.NoError(t, err)
-	p.SetLogger(nil, LogLevelError)
-	r := newRouter(p)
-	r.expired = true
+// Bug 1: a Conn whose OnClose reached the router before its connection
+// result was installed anyway, dead: nothing was written or answered again,
+// publishers filled max_pending and Stop never returned. A server that
+// answers IDENTIFY and closes did it within a few connections. Every
+// publish must complete, and Stop must return.
+func TestConnClosedBeforeInstalledIsNeverUsed(t *testing.T) {
+	s := fakensqd.New(t)
+	// No backoff: many connections, quickly.
+	p := newTestProducer(t, s.Addr(), testConfig(t, "reconnect_backoff", 0, "max_reconnect_backoff", 0))
+	done := make(chan *ProducerTransaction, 1)
+	for i := range 100 {
+		require.NoError(t, p.PublishAsync("t", []byte("x"), done, i))
+		c := s.Accept()
+		c.Handshake(nil)
+		c.Close()
+		tx := recvWithin(t, done, fmt.Sprintf("the result of publish %d", i))
+		require.ErrorIs(t, tx.Error, ErrNotConnected, "publish %d", i)
+	}
+	within(t, hangGuard, "Stop", p.Stop)
+}
 
-	ch := make(chan *ProducerTransaction, 1) // has room now
-	older, newer := &ProducerTransaction{doneChan: ch}, &ProducerTransaction{doneChan: ch}
-	c := &courier{ch: ch}
-	c.q.pushBack(older) // not delivered yet
-	r.couriers = map[chan *ProducerTransaction]*courier{ch: c}
+// Bug 2: a successful handshake reset the failure count, so a server that
+// accepts and then closes made the producer reconnect in a hot loop. A
+// connection that ends before nsqd answered anything on it (and within
+// provingTime) is a failed attempt: the next waits for the backoff.
+func TestConnEndingBeforeAnAnswerBacksOff(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), testConfig(t,
+		"reconnect_backoff", "1h", "max_reconnect_backoff", "1h", "stop_timeout", "100ms"))
+	done := make(chan *ProducerTransaction, 2)
+	require.NoError(t, p.PublishAsync("t", []byte("first"), done))
+	c := s.Accept()
+	c.Handshake(nil)
+	c.Close()
+	assert.ErrorIs(t, recvWithin(t, done, "the first result").Error, ErrNotConnected)
 
-	r.complete(newer, nil)
-	assert.Zero(t, len(ch), "the newer result overtook the courier's")
-	require.Equal(t, 2, c.q.len())
-	assert.Same(t, older, c.q.peek(0))
-	assert.Same(t, newer, c.q.peek(1))
+	// Within the backoff: no connection attempt; Stop's deadline fails it.
+	require.NoError(t, p.PublishAsync("t", []byte("second"), done))
+	within(t, hangGuard, "Stop", p.Stop)
+	second := recvWithin(t, done, "the second result").Error
+	assert.ErrorIs(t, second, ErrNeverSent)
+	assert.ErrorIs(t, second, errStopTimeout, "no attempt was made within the backoff")
+	st := p.Stats()
+	assert.Equal(t, uint64(1), st.Connects)
+	assert.Zero(t, st.ConnectFailures, "no second attempt")
 }
