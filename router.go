@@ -169,9 +169,11 @@ func (r *router) log(lvl LogLevel, format string, args ...any) {
 // on the Conn's goroutines.
 type producerConnDelegate struct{ r *router }
 
-func (d producerConnDelegate) OnResponse(c *Conn, data []byte) { d.r.responseChan <- connFrame{c, data} }
-func (d producerConnDelegate) OnError(c *Conn, data []byte)    { d.r.errorChan <- connFrame{c, data} }
-func (d producerConnDelegate) OnIOError(c *Conn, err error)    {}
+func (d producerConnDelegate) OnResponse(c *Conn, data []byte) {
+	d.r.responseChan <- connFrame{c, data}
+}
+func (d producerConnDelegate) OnError(c *Conn, data []byte) { d.r.errorChan <- connFrame{c, data} }
+func (d producerConnDelegate) OnIOError(c *Conn, err error) {}
 func (d producerConnDelegate) OnHeartbeat(c *Conn) {
 	d.r.stats.heartbeats.Add(1)
 	d.r.log(LogLevelDebug, "(%s) heartbeat received", d.r.addr)
