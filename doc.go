@@ -63,10 +63,14 @@
 // ones fail with ErrUnknownOutcome.)
 //
 // nsqd does not announce its size limits, but states them when it refuses a
-// body ("E_BAD_MESSAGE PUB message too big 2000 > 1024"): from then on the
-// producer refuses larger bodies at the call with [ErrTooLarge], and of an
-// automatic batch refused for one too big message, only that one fails. Invalid input is refused at the call, before it can
-// reach the connection other publishes share: an invalid topic name
+// body ("E_BAD_MESSAGE PUB message too big 2000 > 1024"): then the larger
+// bodies already queued fail with [ErrTooLarge] (and [ErrNeverSent]), larger
+// ones are refused at the call until the next connection is made (it may
+// reach an nsqd with other limits), and of an automatic batch refused for
+// one too big message, only that one fails.
+//
+// Invalid input is refused at the call, before it can reach the connection
+// other publishes share: an invalid topic name
 // ([ErrInvalidTopic]; nsqd would otherwise publish "PUB a b" to topic "a"),
 // an empty body ([ErrEmptyBody]), a body over Config.MaxMsgSize or an MPUB
 // over Config.MaxBodySize ([ErrTooLarge]), a delay outside

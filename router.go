@@ -352,6 +352,10 @@ func (r *router) onConnected(res connectResult) {
 	}
 	r.conn, r.connected, r.closing = c, true, r.attemptRefused
 	r.connectedAt, r.proven = time.Now(), false
+	// The limits nsqd stated lived with the connection it stated them on:
+	// this one may reach an nsqd restarted with others, or another one.
+	r.learned.maxMsg.Store(0)
+	r.learned.maxBody.Store(0)
 	r.stats.connects.Add(1)
 }
 
@@ -427,16 +431,11 @@ func (r *router) prepare() {
 	if len(r.prep) == 0 {
 		r.group = -1
 	}
-	maxMsg := r.learned.maxMsg.Load()
 	for r.queue.len() > 0 {
 		tx := r.queue.popFront()
 		if tx.ctx != nil && tx.ctx.Err() != nil {
 			r.settle(tx, neverSent(context.Cause(tx.ctx)))
 			continue
-		}
-		if tx.settled == nil && maxMsg > 0 && (tx.kind == kindPUB || tx.kind == kindDPUB) && int64(len(tx.body)) > maxMsg {
-			// Accepted before nsqd told us its limit.
-			tx.settled = neverSent(learnedTooBig("message body", len(tx.body), maxMsg))
 		}
 		if tx.kind == kindNOP {
 			r.pings = append(r.pings, tx)
@@ -582,7 +581,7 @@ func (r *router) onErrorFrame(data []byte) {
 				blamed = true
 				tx.settled = perr
 			default:
-				tx.settled = neverSent(learnedTooBig("message body", len(tx.body), learnedMsg))
+				tx.settled = neverSent(learnedTooBig("message body", int64(len(tx.body)), "--max-msg-size", learnedMsg))
 			}
 			retry.pushBack(tx)
 		}
@@ -631,7 +630,36 @@ func (r *router) onErrorFrame(data []byte) {
 	}
 	r.unprepare()
 	r.queue.prependAll(&retry)
+	if learnedMsg > 0 || learnedBody > 0 {
+		r.settleOverLimits()
+	}
 	r.closeConn(perr)
+}
+
+// settleOverLimits settles, in the queue, the publishes over the limits
+// nsqd has just stated (accepted before it did): each would cost the next
+// connection for a refusal known already.
+func (r *router) settleOverLimits() {
+	maxMsg, maxBody := r.learned.maxMsg.Load(), r.learned.maxBody.Load()
+	for i := 0; i < r.queue.len(); i++ {
+		tx := r.queue.peek(i)
+		if tx.placeholder() {
+			continue
+		}
+		switch {
+		case tx.kind == kindMPUB && maxBody > 0 && tx.size > maxBody:
+			tx.settled = neverSent(learnedTooBig("MPUB body", tx.size, "--max-body-size", maxBody))
+		case tx.kind == kindMPUB && maxMsg > 0:
+			for _, b := range tx.bodies { // a sync MPUB's; an async one's are encoded
+				if int64(len(b)) > maxMsg {
+					tx.settled = neverSent(learnedTooBig("message body", int64(len(b)), "--max-msg-size", maxMsg))
+					break
+				}
+			}
+		case tx.kind != kindMPUB && maxMsg > 0 && int64(len(tx.body)) > maxMsg:
+			tx.settled = neverSent(learnedTooBig("message body", int64(len(tx.body)), "--max-msg-size", maxMsg))
+		}
+	}
 }
 
 // popPlaceholders completes the placeholders (Flush barriers, settled
