@@ -246,9 +246,10 @@ func (r *router) run() {
 // and there is no connection, a write when the connection is idle, and, once
 // stopping with nothing left to answer, the close.
 func (r *router) advance() {
-	if r.expired {
-		// Past Stop's deadline nothing more is sent (a closed connection
-		// hands its unsent batch back to the queue).
+	if r.expired && r.conn == nil {
+		// Past Stop's deadline nothing more is sent. What is queued fails
+		// once the connection has closed: it settled what it held, older
+		// than the queue, and handed its unsent batch back to the queue.
 		r.failQueue(neverSent(errStopTimeout))
 	}
 	r.popQueuedPlaceholders()
@@ -311,11 +312,8 @@ func (r *router) armTimer() {
 	r.timer.Reset(time.Until(at))
 }
 
+// accept queues a transaction the Producer handed over.
 func (r *router) accept(tx *ProducerTransaction) {
-	if r.expired {
-		r.settle(tx, neverSent(errStopTimeout))
-		return
-	}
 	r.queue.pushBack(tx)
 }
 
