@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
+	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -341,4 +342,38 @@ func TestContextCallNeverReturnsWhileItsBodyIsWritten(t *testing.T) {
 	assert.ErrorIs(t, err, ErrUnknownOutcome)
 	assert.ErrorIs(t, err, context.Canceled)
 	c.OK() // it is stored after all
+}
+
+// Bug 6: results waiting for a doneChan nobody reads kept their room in the
+// producer-wide max_pending, so once it filled every other caller's
+// Publish blocked. They hold back only the publishers to that channel, in
+// a backlog bounded like max_pending.
+func TestUnreadDoneChanHoldsBackOnlyItsPublishers(t *testing.T) {
+	n := nsqdtest.Start(t)
+	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "max_pending", 8))
+	unread := make(chan *ProducerTransaction) // not read for now
+	for i := range 8 {
+		require.NoError(t, p.PublishAsync("unread", []byte("x"), unread, i))
+	}
+	// Another caller is not held back; its answer comes after theirs.
+	require.NoError(t, publishWithin(t, p, "other", "y"))
+	assert.Zero(t, p.Stats().Pending)
+
+	// The unread channel's backlog is full: its publishers wait.
+	assert.Same(t, ErrPendingFull, p.TryPublishAsync("unread", []byte("x"), unread))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, p.PublishAsyncContext(ctx, "unread", []byte("x"), unread), context.DeadlineExceeded)
+	other := make(chan *ProducerTransaction, 1)
+	require.NoError(t, p.TryPublishAsync("other", []byte("z"), other))
+	assert.NoError(t, recvWithin(t, other, "the other channel's result").Error)
+
+	// Read: the results come in order, and the channel's publishers go on.
+	for i := range 8 {
+		tx := recvWithin(t, unread, "an unread result")
+		require.NoError(t, tx.Error)
+		assert.Equal(t, i, tx.Args[0])
+	}
+	require.NoError(t, p.PublishAsync("unread", []byte("x"), unread, 8))
+	assert.Equal(t, 8, recvWithin(t, unread, "the next result").Args[0])
 }

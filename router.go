@@ -38,6 +38,9 @@ type router struct {
 	limit   *pendingLimit
 	learned *learnedLimits
 	stats   *producerStats
+	// The backlog of each doneChan that has a courier: the publishing calls
+	// wait on it (chan *ProducerTransaction -> *pendingLimit).
+	backlogs *sync.Map
 
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
@@ -152,6 +155,7 @@ func newRouter(p *Producer) *router {
 		limit:           &p.limit,
 		learned:         &p.learned,
 		stats:           &p.stats,
+		backlogs:        &p.backlogs,
 		transactionChan: p.transactionChan,
 		stopChan:        p.stopChan,
 		withdrawChan:    p.withdrawChan,
@@ -233,10 +237,7 @@ func (r *router) run() {
 		case res := <-r.connectChan:
 			r.onConnected(res)
 		case c := <-r.courierDoneChan:
-			r.carrying--
-			if r.couriers[c.ch] == c {
-				delete(r.couriers, c.ch)
-			}
+			r.courierDone(c)
 		case <-r.timer.C:
 			r.timerAt = time.Time{}
 			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
@@ -875,7 +876,9 @@ func (r *router) expire() {
 // complete records a transaction's outcome and delivers it: at once when its
 // doneChan has room, else through that channel's courier, which keeps its
 // results in order without ever blocking the router. Its room under the
-// pending limits is released once it is delivered.
+// pending limits is released now: a result a courier carries counts against
+// its doneChan's own backlog instead, so that a channel nobody reads holds
+// back only the publishers to it.
 func (r *router) complete(tx *ProducerTransaction, err error) {
 	r.count(tx, err)
 	var rel roomRelease
@@ -897,7 +900,6 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
 		// Behind the results the courier still holds, also after
 		// stop_timeout (it drops them then): never ahead of them.
-		return // released when delivered or dropped
 	case r.expired:
 		select {
 		case ch <- tx:
@@ -908,18 +910,35 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 		select {
 		case ch <- tx:
 		default:
-			if r.couriers == nil {
-				r.couriers = make(map[chan *ProducerTransaction]*courier)
-			}
-			c := &courier{ch: ch, done: r.courierDoneChan, abandon: r.abandonChan, limit: r.limit, logs: r.logs}
-			c.q.pushBack(tx)
-			r.couriers[ch] = c
-			r.carrying++
-			go c.run()
-			return // released when delivered
+			r.startCourier(ch, tx)
 		}
 	}
 	r.release.merge(rel)
+}
+
+// startCourier starts the courier of ch, a doneChan that was full, with its
+// first result tx. Its backlog, shared with the publishing calls, makes
+// publishers to ch wait while it is full.
+func (r *router) startCourier(ch chan *ProducerTransaction, tx *ProducerTransaction) {
+	if r.couriers == nil {
+		r.couriers = make(map[chan *ProducerTransaction]*courier)
+	}
+	c := &courier{ch: ch, done: r.courierDoneChan, abandon: r.abandonChan, logs: r.logs, backlog: new(pendingLimit)}
+	c.backlog.init(int64(r.config.MaxPending), r.config.MaxPendingBytes)
+	c.carry(tx)
+	r.couriers[ch] = c
+	r.backlogs.Store(ch, c.backlog)
+	r.carrying++
+	go c.run()
+}
+
+// courierDone forgets a courier that has finished.
+func (r *router) courierDone(c *courier) {
+	r.carrying--
+	if r.couriers[c.ch] == c { // else a new one took its place
+		delete(r.couriers, c.ch)
+		r.backlogs.Delete(c.ch)
+	}
 }
 
 // count adds a completed transaction to the stats.
@@ -954,7 +973,7 @@ type courier struct {
 	// Set at creation, read-only.
 	done    chan<- *courier // told when the courier has finished
 	abandon <-chan struct{} // closed when Stop's wait runs out: drop everything
-	limit   *pendingLimit   // where delivered results' room goes back
+	backlog *pendingLimit   // the results it holds, bounded like the producer's pending ones
 	logs    *logSink
 
 	mu       sync.Mutex
@@ -969,6 +988,7 @@ func (c *courier) carry(tx *ProducerTransaction) bool {
 	if c.finished {
 		return false
 	}
+	c.backlog.take(room(tx))
 	c.q.pushBack(tx)
 	return true
 }
@@ -991,7 +1011,7 @@ func (c *courier) run() {
 			c.mu.Lock()
 			c.q.popFront()
 			c.mu.Unlock()
-			rel.to(c.limit)
+			rel.to(c.backlog)
 		case <-c.abandon:
 			c.mu.Lock()
 			c.finished = true
@@ -1001,7 +1021,7 @@ func (c *courier) run() {
 				rel.add(c.q.popFront())
 			}
 			c.mu.Unlock()
-			rel.to(c.limit)
+			rel.to(c.backlog)
 			c.logs.log(LogLevelError, "(%s) %d results dropped after stop_timeout: doneChan not read", c.logs.addr, dropped)
 			return
 		}

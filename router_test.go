@@ -25,7 +25,7 @@ func TestCompleteAfterStopTimeoutNeverOvertakesACourier(t *testing.T) {
 
 	ch := make(chan *ProducerTransaction, 1) // has room now
 	older, newer := &ProducerTransaction{doneChan: ch}, &ProducerTransaction{doneChan: ch}
-	c := &courier{ch: ch}
+	c := &courier{ch: ch, backlog: new(pendingLimit)}
 	c.q.pushBack(older) // not delivered yet
 	r.couriers = map[chan *ProducerTransaction]*courier{ch: c}
 
