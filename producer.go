@@ -40,14 +40,14 @@ type Producer struct {
 	startOnce sync.Once   // starts the router
 	started   atomic.Bool // the router was started
 
-	limit   pendingLimit  // Config.MaxPending and MaxPendingBytes
+	limit pendingLimit // Config.MaxPending and MaxPendingBytes
 	// The backlog of results waiting for each doneChan nobody reads (a
 	// courier carries them), bounded like limit: publishers to such a
 	// channel wait for it, others do not. Written by the router:
 	// chan *ProducerTransaction -> *pendingLimit.
 	backlogs sync.Map
-	learned learnedLimits // nsqd's size limits, from its error texts
-	stats   producerStats // behind Stats
+	learned  learnedLimits // nsqd's size limits, from its error texts
+	stats    producerStats // behind Stats
 
 	transactionChan chan *ProducerTransaction // accepted publishes, to the router
 	withdrawChan    chan *ProducerTransaction // sync publishes whose context ended, to the router
