@@ -947,7 +947,6 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 		return
 	}
 	s := r.stats
-	var perr ErrProtocol
 	switch {
 	case err == nil:
 		n := tx.messages()
@@ -961,9 +960,21 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 		s.unknown.Add(uint64(tx.messages()))
 	case errors.Is(err, ErrNeverSent):
 		s.neverSent.Add(uint64(tx.messages()))
-	case errors.As(err, &perr):
-		s.addNsqdError(perr.Code())
+	default:
+		if code, ok := protocolCode(err); ok {
+			s.addNsqdError(code)
+		}
 	}
+}
+
+// protocolCode returns the code of the ErrProtocol in err's chain. (Apart,
+// so that the ErrProtocol errors.As needs escapes only on this path.)
+func protocolCode(err error) (string, bool) {
+	var perr ErrProtocol
+	if errors.As(err, &perr) {
+		return perr.Code(), true
+	}
+	return "", false
 }
 
 // courier delivers, in order, the results for one doneChan that was full.
