@@ -46,7 +46,7 @@ type router struct {
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
 	stopChan        <-chan struct{}             // closed by Stop
 	withdrawChan    <-chan *ProducerTransaction // sync publishes whose context ended (the Producer's)
-	writtenChan     chan error                  // the write goroutine is done with a batch: the error of writing it
+	writtenChan     chan error                  // the write goroutine is done with a batch: the error of writing it (room for every report not read yet: the one before each handoff, and the last)
 	responseChan    chan connFrame              // response frames of a Conn (unbuffered: keeps order)
 	errorChan       chan connFrame              // error frames of a Conn (unbuffered: keeps order)
 	closeChan       chan *Conn                  // a Conn has closed and its goroutines have exited
@@ -213,10 +213,17 @@ func (r *router) run() {
 		if !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0) {
 			writeChan = r.conn.writeChan
 		}
+		// The write goroutine's reports are read as batches are handed
+		// (see handedOff), and here only while a withdrawn publish waits
+		// for one: no wakeup per batch.
+		var writtenChan chan error
+		if len(r.withdrawn) > 0 {
+			writtenChan = r.writtenChan
+		}
 		select {
 		case writeChan <- writeRequest{txs: r.prep, nops: r.pings, done: r.writtenChan}:
 			r.handedOff()
-		case err := <-r.writtenChan:
+		case err := <-writtenChan:
 			r.onWritten(err)
 		case tx := <-r.withdrawChan:
 			r.acceptAll() // tx may still be in the inbox
@@ -555,9 +562,11 @@ func (r *router) handedOff() {
 		r.writesInFlight++
 	}
 	// The write goroutine took this batch, so it is done with the one
-	// before: that becomes the next.
+	// before: that becomes the next. It reported on it before taking this
+	// one (and may have reported on this one already).
 	clear(r.spare)
 	r.prep, r.spare = r.spare[:0], r.prep
+	r.drainWritten()
 }
 
 func (r *router) onResponse(data []byte) {
@@ -739,14 +748,10 @@ func (r *router) onClosed(c *Conn) {
 		r.log(LogLevelError, "(%s) connection lost: %s", r.addr, err)
 	}
 	// The write goroutine reported every batch it took before it exited.
-	for r.written < r.handed {
-		select {
-		case werr := <-r.writtenChan:
-			r.onWritten(werr)
-		default:
-			r.impossible("a closed Conn's write goroutine did not report %d batches", r.handed-r.written)
-			r.written = r.handed
-		}
+	r.drainWritten()
+	if r.written < r.handed {
+		r.impossible("a closed Conn's write goroutine did not report %d batches", r.handed-r.written)
+		r.written = r.handed
 	}
 	if len(r.withdrawn) > 0 {
 		r.impossible("%d withdrawn publishes unanswered after their Conn closed", len(r.withdrawn))
@@ -795,6 +800,18 @@ func (r *router) onWritten(err error) {
 	}
 	clear(r.withdrawn[len(kept):])
 	r.withdrawn = kept
+}
+
+// drainWritten reads the write goroutine's reports that have arrived.
+func (r *router) drainWritten() {
+	for {
+		select {
+		case err := <-r.writtenChan:
+			r.onWritten(err)
+		default:
+			return
+		}
+	}
 }
 
 // neverWritten reports whether no byte of tx, handed to the write goroutine,
