@@ -912,6 +912,11 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 	// before.
 	switch {
 	case tx.internal:
+		// Its caller (a sync call, a Flush) sees the room of everything
+		// completed so far released.
+		r.release.merge(rel)
+		rel = roomRelease{}
+		r.release.to(r.limit)
 		ch <- tx // capacity 1 and ours: never blocks
 	case ch == nil:
 	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
