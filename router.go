@@ -27,10 +27,10 @@ const maxWritesInFlight = 2
 // matches nsqd's answers to the oldest pending transactions (FIFO) and
 // delivers the results.
 //
-// The fields of the first block are set by newRouter and then only read;
+// The fields up to the inbox's are set by newRouter and then only read;
 // they are what the router shares with the Producer, its Conns and its
-// couriers, each safe for concurrent use. Everything below that block is
-// touched by the router goroutine alone.
+// couriers, each safe for concurrent use. Everything after them is touched
+// by the router goroutine alone.
 type router struct {
 	addr    string
 	config  *Config // the Producer's copy, read-only
@@ -66,7 +66,7 @@ type router struct {
 	connecting     bool               // a connection attempt is running
 	attempt        *Conn              // its Conn; its goroutines may run before its result comes
 	attemptClosed  bool               // attempt's OnClose came before its result: never installed
-	attemptRefused bool               // attempt sent a frame before any command: torn down
+	attemptRefused bool               // nsqd sent a frame on attempt before any command: torn down
 	cancelConnect  context.CancelFunc // cancels it
 
 	queue   txQueue // accepted, not yet prepared for the write goroutine, oldest first
@@ -74,7 +74,8 @@ type router struct {
 
 	// Results whose doneChan was full: each such channel gets a courier
 	// goroutine that delivers them in order, so a channel nobody reads
-	// holds back neither the router nor anyone else's results.
+	// holds back neither the router nor anyone else's results, and (its
+	// backlog being its own) none but its own publishers.
 	couriers map[chan *ProducerTransaction]*courier
 	carrying int // couriers running (a finished one may still be in the map)
 
@@ -104,7 +105,7 @@ type router struct {
 
 	batchBytes int // largest automatic MPUB body; shrinks if nsqd refuses one as too big
 
-	failures int       // consecutive failed connection attempts
+	failures int       // consecutive failed connection attempts (connections that ended before proving themselves included)
 	retryAt  time.Time // no connection attempt before this
 
 	draining bool      // Stop was called
@@ -113,7 +114,7 @@ type router struct {
 	timer    *time.Timer
 	timerAt  time.Time // when timer fires; zero when it is not armed
 
-	release roomRelease // room of completed transactions, returned to limit once per loop
+	release roomRelease // room of completed transactions, returned to limit once per loop, and before a sync caller's result
 }
 
 type connectResult struct {
@@ -290,14 +291,22 @@ func (r *router) advance() {
 }
 
 // popQueuedPlaceholders completes the placeholders (Flush barriers,
-// settled transactions) at the front of the queue when nothing accepted
-// before them is unanswered: they need no connection.
+// settled transactions) and the publishes whose context ended at the front
+// of the queue when nothing accepted before them is unanswered: they need
+// no connection, and must not make one.
 func (r *router) popQueuedPlaceholders() {
 	if len(r.prep) > 0 || r.pending.len() > 0 || len(r.refused) > 0 {
 		return
 	}
-	for r.queue.len() > 0 && r.queue.peek(0).placeholder() {
-		r.settle(r.queue.popFront(), nil)
+	for r.queue.len() > 0 {
+		switch tx := r.queue.peek(0); {
+		case tx.placeholder():
+			r.settle(r.queue.popFront(), nil)
+		case tx.ctx != nil && tx.ctx.Err() != nil:
+			r.settle(r.queue.popFront(), &ctxError{ctx: tx.ctx, class: ErrNeverSent})
+		default:
+			return
+		}
 	}
 }
 
