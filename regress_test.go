@@ -378,3 +378,37 @@ func TestUnreadDoneChanHoldsBackOnlyItsPublishers(t *testing.T) {
 	require.NoError(t, p.PublishAsync("unread", []byte("x"), unread, 8))
 	assert.Equal(t, 8, recvWithin(t, unread, "the next result").Args[0])
 }
+
+// Item 2, a written publish nsqd did not execute: a context call written
+// behind a command nsqd refused is queued to be sent again; when its
+// context ends then, it is never sent again, and the call says so
+// (ErrNeverSent: nsqd executed nothing of it), not ErrUnknownOutcome.
+func TestContextEndedWhileQueuedAgainIsNeverSent(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+	done := make(chan *ProducerTransaction, 1)
+	require.NoError(t, p.PublishAsync("x", []byte("x"), done))
+	c := s.Accept()
+	c.Handshake(nil)
+	assert.Equal(t, "x", bodyOf(c.ExpectPublish()))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	res := make(chan error, 1)
+	go func() { res <- p.PublishContext(ctx, "c", []byte("c")) }()
+	assert.Equal(t, "c", bodyOf(c.ExpectPublish()))
+	c.Error("E_BAD_TOPIC PUB topic name x is not valid") // c is not executed
+	c.Close()
+	assert.IsType(t, ErrProtocol{}, recvWithin(t, done, "x's result").Error)
+
+	cancel() // c waits in the queue for the next connection
+	err := recvWithin(t, res, "PublishContext")
+	assert.ErrorIs(t, err, ErrNeverSent)
+	assert.ErrorIs(t, err, context.Canceled)
+
+	after := publishInBackground(p, "d", "after")
+	c = s.Accept()
+	c.Handshake(nil)
+	assert.Equal(t, "after", bodyOf(c.ExpectPublish()), "the cancelled publish was sent again")
+	c.OK()
+	assert.NoError(t, recvWithin(t, after, "Publish"))
+}
