@@ -244,7 +244,7 @@ func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 
 func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 	dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
-	conn, err := dialer.DialContext(ctx, "tcp", c.addr)
+	conn, err := dialContext(ctx, &dialer, c.addr)
 	if err != nil {
 		return nil, err
 	}

@@ -289,6 +289,10 @@ func (c *Conn) Reset() {
 	if !c.closeReason.CompareAndSwap(nil, &reason) {
 		return
 	}
+	if r, ok := c.nc.(resetter); ok {
+		r.Reset()
+		return
+	}
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		if err := tc.SetLinger(0); err != nil {
 			c.nc.Close()

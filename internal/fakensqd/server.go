@@ -75,6 +75,20 @@ func New(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("fakensqd: listen: %v", err)
 	}
+	return newServer(t, ln)
+}
+
+// NewMem starts a fake nsqd like [New], on an in-memory listener (see
+// [ListenMem]) instead of TCP: the client must dial it with [DialMem].
+// Its connections work inside a testing/synctest bubble, where its timeouts
+// run on the bubble's clock; inside one, call NewMem inside the bubble.
+func NewMem(t testing.TB) *Server {
+	t.Helper()
+	return newServer(t, ListenMem())
+}
+
+func newServer(t testing.TB, ln net.Listener) *Server {
+	t.Helper()
 	s := &Server{
 		t:          t,
 		ln:         ln,
@@ -94,7 +108,8 @@ func New(t testing.TB) *Server {
 	return s
 }
 
-// Addr returns the address clients dial, "127.0.0.1:port".
+// Addr returns the address clients dial: "127.0.0.1:port", or an
+// in-memory address for [NewMem].
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Accept returns the next client connection, in arrival order, waiting up to
