@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/golang/snappy"
 )
 
 // Conn is one client connection, driven by a test script. Methods that
@@ -32,6 +34,12 @@ type Conn struct {
 	op          atomic.Pointer[string] // the call in progress, for stuck-script reports
 
 	buf []byte // owned by the reading goroutine: bytes read, not yet consumed
+
+	// After UpgradeSnappy: the reader and writer of the snappy stream over
+	// nc; nil before. r is owned by the reading goroutine, w is guarded by
+	// wmu.
+	r io.Reader
+	w *snappy.Writer
 
 	wmu sync.Mutex // serializes writes
 }
@@ -80,6 +88,69 @@ func (c *Conn) ReadMagic() {
 	if string(b) != Magic {
 		c.fail(op, "got %q, want %q", b, Magic)
 	}
+}
+
+// TryReadMagic reads the 4-byte protocol magic, waiting up to d (d <= 0:
+// until the socket closes). It never fails the test; its error wraps
+// [ErrMalformed] when the bytes are not [Magic].
+func (c *Conn) TryReadMagic(d time.Duration) error {
+	if !c.begin("TryReadMagic") {
+		return errors.New("fakensqd: TryReadMagic on a Conn that already failed")
+	}
+	defer c.end()
+	b, err := c.readN(len(Magic), c.deadline(d))
+	if err != nil {
+		return fmt.Errorf("fakensqd: conn #%d: %w", c.id, err)
+	}
+	if string(b) != Magic {
+		return fmt.Errorf("fakensqd: conn #%d: %w: magic %q, want %q", c.id, ErrMalformed, b, Magic)
+	}
+	return nil
+}
+
+// TryWrite writes b as it is (after UpgradeSnappy, through the snappy
+// layer, flushed). It never fails the test: it returns the write's error,
+// for example once the client has closed the connection.
+func (c *Conn) TryWrite(b []byte) error {
+	if !c.begin("TryWrite") {
+		return errors.New("fakensqd: TryWrite on a Conn that already failed")
+	}
+	defer c.end()
+	if err := c.writeLocked(b); err != nil {
+		return fmt.Errorf("fakensqd: conn #%d: %w", c.id, c.explain(err, "write"))
+	}
+	return nil
+}
+
+// UpgradeSnappy switches the connection to snappy framing both ways, as
+// nsqd does after an IDENTIFY answer with "snappy": true. nsqd then sends
+// an OK, compressed: write it with [Conn.OK] or [Conn.TryWrite] (or do
+// something else, to test the client). It never fails the test. Bytes the
+// client sent before the switch must all have been read.
+func (c *Conn) UpgradeSnappy() error {
+	if !c.begin("UpgradeSnappy") {
+		return errors.New("fakensqd: UpgradeSnappy on a Conn that already failed")
+	}
+	defer c.end()
+	if len(c.buf) > 0 {
+		return fmt.Errorf("fakensqd: conn #%d: UpgradeSnappy: %d bytes read before the upgrade are still unread%s", c.id, len(c.buf), c.partial())
+	}
+	c.r = snappy.NewReader(c.nc)
+	c.wmu.Lock()
+	c.w = snappy.NewBufferedWriter(c.nc)
+	c.wmu.Unlock()
+	return nil
+}
+
+// PeerClosed returns a channel closed once the client has closed (or
+// reset) its end of an in-memory connection ([NewMem]), so that a script
+// that stops reading still learns when the client gives up. It is nil, and
+// never ready, for a TCP connection.
+func (c *Conn) PeerClosed() <-chan struct{} {
+	if m, ok := c.nc.(*memConn); ok {
+		return m.link.gone[m.peer()]
+	}
+	return nil
 }
 
 // ReadCommand reads one command, with its body for the commands that carry
@@ -401,15 +472,26 @@ func (c *Conn) write(op string, b []byte) {
 		return
 	}
 	defer c.end()
-	c.wmu.Lock()
-	err := c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err == nil {
-		_, err = c.nc.Write(b)
-	}
-	c.wmu.Unlock()
-	if err != nil {
+	if err := c.writeLocked(b); err != nil {
 		c.fail(op, "%v", c.explain(err, "write"))
 	}
+}
+
+// writeLocked writes b whole, through the snappy layer after UpgradeSnappy.
+func (c *Conn) writeLocked(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.nc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	if c.w == nil {
+		_, err := c.nc.Write(b)
+		return err
+	}
+	if _, err := c.w.Write(b); err != nil {
+		return err
+	}
+	return c.w.Flush()
 }
 
 // readCommand reads the next command, waiting up to d (d <= 0: forever).
@@ -456,7 +538,11 @@ func (c *Conn) fill(deadline time.Time) error {
 		return err
 	}
 	c.buf = slices.Grow(c.buf, max(4096, len(c.buf)))
-	n, err := c.nc.Read(c.buf[len(c.buf):cap(c.buf)])
+	var r io.Reader = c.nc
+	if c.r != nil {
+		r = c.r
+	}
+	n, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
 	c.buf = c.buf[:len(c.buf)+n]
 	return err
 }

@@ -140,6 +140,7 @@ type memLink struct {
 	closed  [2]bool   // end i was closed by its owner
 	rdl     [2]time.Time
 	wdl     [2]time.Time
+	gone    [2]chan struct{} // gone[i] is closed once end i is closed or reset
 }
 
 func (l *memLink) notifyLocked() {
@@ -155,7 +156,7 @@ type memConn struct {
 }
 
 func memPipe(clientAddr, serverAddr memAddr) (client, server *memConn) {
-	l := &memLink{changed: make(chan struct{})}
+	l := &memLink{changed: make(chan struct{}), gone: [2]chan struct{}{make(chan struct{}), make(chan struct{})}}
 	return &memConn{link: l, me: 0, local: clientAddr, remote: serverAddr},
 		&memConn{link: l, me: 1, local: serverAddr, remote: clientAddr}
 }
@@ -260,6 +261,7 @@ func (c *memConn) Close() error {
 		return nil
 	}
 	l.closed[c.me] = true
+	close(l.gone[c.me])
 	l.buf[c.me] = nil
 	l.eof[c.peer()] = true
 	l.notifyLocked()
@@ -274,6 +276,7 @@ func (c *memConn) Reset() {
 	defer l.mu.Unlock()
 	if !l.closed[c.me] {
 		l.closed[c.me] = true
+		close(l.gone[c.me])
 		l.buf[c.me] = nil
 		if !l.closed[c.peer()] {
 			l.reset[c.peer()] = true
