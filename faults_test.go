@@ -438,7 +438,7 @@ func TestFaultIdentifyRefused(t *testing.T) {
 	assert.Equal(t, reason, ierr.Reason)
 	assert.ErrorIs(t, err, ErrNeverSent)
 	assert.ErrorIs(t, err, ErrNotConnected)
-	assert.Equal(t, "not connected: never sent to nsqd: failed to IDENTIFY - "+reason, err.Error())
+	assert.Equal(t, ErrIdentify{Reason: reason}, err, "the value go-nsq returns")
 	st := p.Stats()
 	assert.Equal(t, uint64(1), st.ConnectFailures)
 	assert.Equal(t, uint64(1), st.NeverSent)

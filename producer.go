@@ -1046,7 +1046,13 @@ func (p *Producer) count(tx *ProducerTransaction, err error) {
 			s.publishedBytes.Add(uint64(tx.size))
 		}
 	case ErrProtocol:
-		s.addNsqdError(e.Code())
+		if e.Is(ErrUnknownOutcome) { // E_MPUB_FAILED
+			s.unknown.Add(uint64(tx.messages()))
+		} else {
+			s.addNsqdError(e.Code())
+		}
+	case ErrIdentify:
+		s.neverSent.Add(uint64(tx.messages()))
 	case *outcomeError:
 		if e.class == ErrNeverSent {
 			s.neverSent.Add(uint64(tx.messages()))
