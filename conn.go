@@ -18,10 +18,12 @@ import (
 	"github.com/golang/snappy"
 )
 
-// ConnDelegate receives what a [Conn] reads from nsqd. Its methods are called
-// from the connection's read goroutine (OnIOError and OnClose may also be
-// called from its write goroutine or from Close); data is valid only during
-// the call.
+// ConnDelegate receives what a [Conn] reads from nsqd. OnResponse, OnError
+// and OnHeartbeat are called from the connection's read goroutine, one at a
+// time; OnIOError from the read or the write goroutine, whichever found the
+// connection broken; OnClose from the last of the two to finish. The data
+// slices are the delegate's own: it may keep and change them. A callback may
+// call any method of the Conn, Close included.
 //
 // It is the part of go-nsq's ConnDelegate a producer needs: a type written
 // for go-nsq's (larger) interface satisfies it.
@@ -30,11 +32,13 @@ type ConnDelegate interface {
 	OnResponse(*Conn, []byte)
 	// OnError is called for each error frame.
 	OnError(*Conn, []byte)
-	// OnIOError is called once, with the error that broke the connection.
+	// OnIOError is called at most once, with the error that broke the
+	// connection; not when Close ended it.
 	OnIOError(*Conn, error)
 	// OnHeartbeat is called for each heartbeat; the Conn answers it with NOP.
 	OnHeartbeat(*Conn)
-	// OnClose is called once, after the connection's goroutines have exited.
+	// OnClose is called once for a Conn whose Connect succeeded, when its
+	// read and write goroutines are done, after every other callback.
 	OnClose(*Conn)
 }
 
@@ -76,11 +80,16 @@ type Conn struct {
 	bw       *bufio.Writer
 	flushers []interface{ Flush() error } // compressor layers under bw, flushed after it
 
-	state     atomic.Int32      // connState
-	writeChan chan writeRequest // to the write goroutine; unbuffered: a send succeeds when it is idle
-	nopChan   chan struct{}     // a NOP is due; capacity 1
-	exitChan  chan struct{}     // closed by teardown
-	closeOnce sync.Once
+	// okFrame is what OnResponse gets for each "OK" when the delegate only
+	// reads it (the Producer's): one slice per Conn, so that an OK costs no
+	// allocation. nil for any other delegate, which gets a fresh slice.
+	okFrame []byte
+
+	state     atomic.Int32          // connState
+	writeChan chan writeRequest     // to the write goroutine; unbuffered: a send succeeds when it is idle
+	nopChan   chan struct{}         // a NOP is due; capacity 1
+	exitChan  chan struct{}         // closed by teardown
+	dying     atomic.Bool           // set by the first teardown; later ones return at once
 	err       error                 // why the connection ended: written before exitChan is closed
 	running   atomic.Int32          // goroutines still running; the last one out calls OnClose
 	writeErr  atomic.Pointer[error] // set when the write goroutine failed; the reader drains and ends
@@ -111,7 +120,7 @@ type writeRequest struct {
 // config must come from NewConfig.
 func NewConn(addr string, config *Config, delegate ConnDelegate) *Conn {
 	config.assertInitialized()
-	return &Conn{
+	c := &Conn{
 		addr:      addr,
 		config:    config,
 		delegate:  delegate,
@@ -120,15 +129,28 @@ func NewConn(addr string, config *Config, delegate ConnDelegate) *Conn {
 		nopChan:   make(chan struct{}, 1),
 		exitChan:  make(chan struct{}),
 	}
+	if _, ok := delegate.(frameReadOnly); ok {
+		c.okFrame = []byte(respOK)
+	}
+	return c
 }
+
+// frameReadOnly is implemented by the package's own delegates, which never
+// keep or change the frame data they are given.
+type frameReadOnly interface{ readsFramesOnly() }
+
+func (producerConnDelegate) readsFramesOnly() {}
 
 // String returns the nsqd address given to NewConn.
 func (c *Conn) String() string { return c.addr }
 
-// RemoteAddr returns the address of the connected nsqd, or nil before
-// Connect.
+// RemoteAddr returns the address of nsqd once Connect has reached it (also
+// after the connection closed), or nil when no connection was made: before
+// Connect, after a Close that came first, or when dialling failed.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.state.Load() < stateConnected {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.conn == nil {
 		return nil
 	}
 	return c.conn.RemoteAddr()
@@ -140,9 +162,10 @@ func (c *Conn) Connect() (*IdentifyResponse, error) {
 	return c.connect(context.Background())
 }
 
-// Close tears the connection down at once: the socket is closed, the
-// goroutines exit and the delegate's OnClose is called. It is safe to call
-// more than once and always returns nil.
+// Close tears the connection down at once: the socket is closed and the
+// goroutines exit; the last of them calls the delegate's OnClose. Close does
+// not wait for that. It may be called more than once, before Connect, and
+// from the delegate's callbacks, and always returns nil.
 func (c *Conn) Close() error {
 	c.teardown(ErrClosing)
 	return nil
@@ -186,27 +209,32 @@ func (c *Conn) write(req writeRequest) error {
 	}
 }
 
-// teardown is the one way a connection ends; the first call records err,
-// closes the socket and releases the goroutines, later calls do nothing.
+// teardown is the one way a connection ends. The first call records err,
+// closes the socket, releases the goroutines and calls OnIOError; every
+// later call returns at once, without waiting for the first to finish, so
+// that a delegate may call Close from OnIOError or any other callback. It
+// holds no lock while it calls the delegate.
 func (c *Conn) teardown(err error) {
-	c.closeOnce.Do(func() {
-		c.err = err
-		prev := c.state.Swap(stateClosed)
-		close(c.exitChan)
-		c.connMu.Lock()
-		if c.conn != nil {
-			c.conn.Close()
-		}
-		c.connMu.Unlock()
-		// A connection that never finished Connect reports its error from
-		// Connect only: the delegate hears of connections it could use.
-		if prev == stateConnected && err != ErrClosing {
-			c.delegate.OnIOError(c, err)
-		}
-	})
+	if c.dying.Swap(true) {
+		return
+	}
+	c.err = err
+	prev := c.state.Swap(stateClosed)
+	close(c.exitChan)
+	c.connMu.Lock()
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	c.connMu.Unlock()
+	// A connection that never finished Connect reports its error from
+	// Connect only: the delegate hears of connections it could use.
+	if prev == stateConnected && err != ErrClosing {
+		c.delegate.OnIOError(c, err)
+	}
 }
 
-// goroutineDone is called by each of the two goroutines as it exits.
+// goroutineDone is called by each of the two goroutines as its last act;
+// the second calls OnClose.
 func (c *Conn) goroutineDone() {
 	if c.running.Add(-1) == 0 {
 		c.delegate.OnClose(c)
@@ -324,7 +352,7 @@ func (c *Conn) setConn(nc net.Conn) error {
 // identify sends IDENTIFY and reads nsqd's answer.
 func (c *Conn) identify() (*IdentifyResponse, error) {
 	cfg := c.config
-	ci := map[string]interface{}{
+	ci := map[string]any{
 		"client_id":             cfg.ClientID,
 		"hostname":              cfg.Hostname,
 		"user_agent":            cfg.UserAgent,
@@ -504,7 +532,11 @@ func (c *Conn) readLoop() {
 				default: // one is due already
 				}
 			case respOK:
-				c.delegate.OnResponse(c, okBytes)
+				ok := c.okFrame
+				if ok == nil {
+					ok = []byte(respOK)
+				}
+				c.delegate.OnResponse(c, ok)
 			default:
 				c.delegate.OnResponse(c, append([]byte(nil), data...))
 			}
@@ -556,7 +588,7 @@ func (c *Conn) writeLoop() {
 	for {
 		select {
 		case req := <-c.writeChan:
-			err := c.writeRequest(req)
+			err := c.encodeAndFlush(req)
 			if req.done != nil {
 				req.done <- err
 			}
@@ -581,8 +613,8 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeRequest encodes a request and flushes it once.
-func (c *Conn) writeRequest(req writeRequest) error {
+// encodeAndFlush encodes a request and flushes it once.
+func (c *Conn) encodeAndFlush(req writeRequest) error {
 	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 	if req.cmd != nil {
 		req.cmd.WriteTo(c.bw)

@@ -35,8 +35,6 @@ const (
 	respHeartbeat = "_heartbeat_"
 )
 
-var okBytes = []byte(respOK)
-
 // IsValidTopicName reports whether name is a topic name nsqd accepts:
 // 1 to 64 characters of [.a-zA-Z0-9_-], optionally ending in "#ephemeral".
 func IsValidTopicName(name string) bool {

@@ -512,3 +512,17 @@ func FuzzFrameReader(f *testing.F) {
 		require.Equal(t, full, resps, "ReadResponse reads the same frames")
 	})
 }
+
+// The producer's encoders allocate nothing per publish.
+func TestDirectEncodersAllocateNothing(t *testing.T) {
+	w := bufio.NewWriterSize(io.Discard, 64<<10)
+	body := make([]byte, 100)
+	allocs := testing.AllocsPerRun(100, func() {
+		writePUB(w, "topic", body)
+		writeDPUB(w, "topic", 1500*time.Millisecond, body)
+		writeMPUBHeader(w, "topic", 108, 1)
+		writeMPUBMessage(w, body)
+		writeMPUBEncoded(w, "topic", body)
+	})
+	assert.Zero(t, allocs)
+}
