@@ -93,7 +93,19 @@ type Conn struct {
 	err       error                 // why the connection ended: written before exitChan is closed
 	running   atomic.Int32          // goroutines still running; the last one out calls OnClose
 	writeErr  atomic.Pointer[error] // set when the write goroutine failed; the reader drains and ends
-	drainBy   atomic.Int64          // when the reader must have drained (Unix ns), once writeErr is set
+
+	// The read deadline follows read_timeout's meaning: nsqd has not
+	// answered the oldest unanswered command for that long (counted from
+	// its write, or from the previous answer), or, with no command
+	// unanswered and heartbeats on, has sent nothing for that long. With
+	// nothing unanswered and heartbeats off there is no deadline: an idle
+	// connection stays open. The write goroutine counts the commands it
+	// writes, the read goroutine the answers it reads; both set the
+	// deadline under rdMu, so that neither undoes the other's.
+	rdMu       sync.Mutex
+	unanswered int  // commands written whose answer has not been read
+	heartbeats bool // nsqd sends heartbeats (heartbeat_interval is not -1); read-only
+	draining   bool // the write goroutine failed: the deadline is the drain's, left alone
 }
 
 type connState = int32
@@ -132,6 +144,7 @@ func NewConn(addr string, config *Config, delegate ConnDelegate) *Conn {
 	if _, ok := delegate.(frameReadOnly); ok {
 		c.okFrame = []byte(respOK)
 	}
+	c.heartbeats = identifyMillis(config.HeartbeatInterval) != -1
 	return c
 }
 
@@ -264,6 +277,9 @@ func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 		// Closed while connecting.
 		return nil, c.closeErr()
 	}
+	c.rdMu.Lock()
+	c.armReadDeadline()
+	c.rdMu.Unlock()
 	c.running.Store(2)
 	go c.readLoop()
 	go c.writeLoop()
@@ -364,9 +380,9 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 		"deflate_level":         cfg.DeflateLevel,
 		"snappy":                cfg.Snappy,
 		"sample_rate":           cfg.SampleRate,
-		"heartbeat_interval":    millis(cfg.HeartbeatInterval),
+		"heartbeat_interval":    identifyMillis(cfg.HeartbeatInterval),
 		"output_buffer_size":    cfg.OutputBufferSize,
-		"output_buffer_timeout": millis(cfg.OutputBufferTimeout),
+		"output_buffer_timeout": identifyMillis(cfg.OutputBufferTimeout),
 		"msg_timeout":           int64(cfg.MsgTimeout / time.Millisecond),
 	}
 	cmd, err := Identify(ci)
@@ -395,10 +411,13 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	return resp, nil
 }
 
-// millis converts a duration option to what IDENTIFY expects: milliseconds,
-// with -1 (off) kept as -1.
-func millis(d time.Duration) int64 {
-	if d < 0 {
+// identifyMillis converts a duration option to what IDENTIFY carries, as
+// go-nsq does: whole milliseconds (truncated toward zero), and -1 for a
+// duration of -1ns (time.Duration(-1)). nsqd reads -1 as "off" and 0 as
+// "its default"; Config.Validate refuses the heartbeat intervals nsqd would
+// refuse or misread.
+func identifyMillis(d time.Duration) int64 {
+	if d == -1 {
 		return -1
 	}
 	return int64(d / time.Millisecond)
@@ -505,13 +524,6 @@ func (c *Conn) flush() error {
 func (c *Conn) readLoop() {
 	defer c.goroutineDone()
 	for {
-		if c.writeErr.Load() == nil {
-			c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
-			if c.writeErr.Load() != nil {
-				// The write goroutine failed meanwhile: keep its deadline.
-				c.conn.SetReadDeadline(time.Unix(0, c.drainBy.Load()))
-			}
-		}
 		typ, data, err := c.fr.next()
 		if err != nil {
 			if werr := c.writeErr.Load(); werr != nil {
@@ -522,6 +534,7 @@ func (c *Conn) readLoop() {
 			c.teardown(err)
 			return
 		}
+		c.frameRead(typ, data)
 		switch typ {
 		case FrameTypeResponse:
 			switch string(data) {
@@ -559,10 +572,64 @@ func (c *Conn) writeFailed(err error) {
 		c.teardown(err)
 		return
 	}
-	drainBy := time.Now().Add(time.Second)
-	c.drainBy.Store(drainBy.UnixNano())
 	c.writeErr.Store(&err)
-	c.conn.SetReadDeadline(drainBy)
+	c.rdMu.Lock()
+	c.draining = true
+	c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	c.rdMu.Unlock()
+}
+
+// armReadDeadline sets the read deadline for the state under rdMu.
+func (c *Conn) armReadDeadline() {
+	switch {
+	case c.draining:
+	case c.unanswered > 0 || c.heartbeats:
+		c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+	default:
+		c.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// commandsWritten is called by the write goroutine before it writes n
+// commands nsqd answers: the first one written while none is unanswered
+// starts read_timeout.
+func (c *Conn) commandsWritten(n int) {
+	if n == 0 {
+		return
+	}
+	c.rdMu.Lock()
+	c.unanswered += n
+	if c.unanswered == n {
+		c.armReadDeadline()
+	}
+	c.rdMu.Unlock()
+}
+
+// frameRead is called by the read goroutine for each frame: an answer
+// (any response but a heartbeat, or an error) restarts read_timeout for the
+// next unanswered command; a heartbeat restarts it only when none is
+// unanswered.
+func (c *Conn) frameRead(typ int32, data []byte) {
+	heartbeat := typ == FrameTypeResponse && string(data) == respHeartbeat
+	c.rdMu.Lock()
+	if !heartbeat && c.unanswered > 0 {
+		c.unanswered--
+	}
+	if !heartbeat || c.unanswered == 0 {
+		c.armReadDeadline()
+	}
+	c.rdMu.Unlock()
+}
+
+// answered returns how many answers nsqd sends to cmd: none to NOP and to
+// the consumer commands RDY, FIN, REQ and TOUCH (unless they fail), one to
+// every other command.
+func (cmd *Command) answered() int {
+	switch string(cmd.Name) {
+	case "NOP", "RDY", "FIN", "REQ", "TOUCH":
+		return 0
+	}
+	return 1
 }
 
 // ioError describes an I/O failure; a deadline turns into a sentence that
@@ -570,7 +637,13 @@ func (c *Conn) writeFailed(err error) {
 func (c *Conn) ioError(op string, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		if op == "read" {
-			return fmt.Errorf("nsq: no frame from nsqd at %s within read_timeout (%s): %w", c.addr, c.config.ReadTimeout, err)
+			c.rdMu.Lock()
+			unanswered := c.unanswered
+			c.rdMu.Unlock()
+			if unanswered == 0 {
+				return fmt.Errorf("nsq: no heartbeat from nsqd at %s within read_timeout (%s): %w", c.addr, c.config.ReadTimeout, err)
+			}
+			return fmt.Errorf("nsq: nsqd at %s did not answer within read_timeout (%s): %w", c.addr, c.config.ReadTimeout, err)
 		}
 		return fmt.Errorf("nsq: nsqd at %s did not take our bytes within write_timeout (%s): %w", c.addr, c.config.WriteTimeout, err)
 	}
@@ -615,6 +688,11 @@ func (c *Conn) writeLoop() {
 
 // encodeAndFlush encodes a request and flushes it once.
 func (c *Conn) encodeAndFlush(req writeRequest) error {
+	answers := commandCount(req.txs)
+	if req.cmd != nil {
+		answers += req.cmd.answered()
+	}
+	c.commandsWritten(answers)
 	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 	if req.cmd != nil {
 		req.cmd.WriteTo(c.bw)
@@ -629,6 +707,17 @@ func (c *Conn) encodeAndFlush(req writeRequest) error {
 		return c.ioError("write", err)
 	}
 	return nil
+}
+
+// commandCount returns how many commands encodeTxs writes for txs.
+func commandCount(txs []*ProducerTransaction) int {
+	n := 0
+	for i := 0; i < len(txs); i += txs[i].n {
+		if txs[i].kind < kindNOP {
+			n++
+		}
+	}
+	return n
 }
 
 // encodeTxs encodes a batch built by the router: each command starts with a

@@ -2,6 +2,7 @@ package nsq
 
 import (
 	"net"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,4 +187,137 @@ func TestConnRemoteAddr(t *testing.T) {
 	<-d.closed
 	assert.Equal(t, s.Addr(), conn.RemoteAddr().String(), "after Close")
 	requireNoLeaks(t)
+}
+
+// readTimeoutConfig returns a Config for the read_timeout tests; NewConn
+// does not validate, so heartbeat intervals nsqd would refuse are allowed.
+func readTimeoutConfig(readTimeout, heartbeat time.Duration) *Config {
+	cfg := NewConfig()
+	cfg.ReadTimeout, cfg.HeartbeatInterval = readTimeout, heartbeat
+	return cfg
+}
+
+// noIOError fails the test if the Conn reports an I/O error within d:
+// waiting is the only way to see that nothing happens.
+func noIOError(t *testing.T, d *connRecorder, wait time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-d.ioErrors:
+		t.Fatalf("%s: the connection ended: %v", what, err)
+	case <-time.After(wait):
+	}
+}
+
+// Issue 9, point 5: with heartbeats off, an idle connection has no read
+// deadline, and read_timeout counts from the write of a command, not from
+// the last frame received.
+func TestConnReadTimeoutCountsFromTheWrite(t *testing.T) {
+	const rt = 200 * time.Millisecond
+	s := fakensqd.New(t)
+	d := newConnRecorder()
+	conn, c := connectFake(t, s, readTimeoutConfig(rt, -1), d)
+	t.Cleanup(func() { conn.Close() })
+
+	noIOError(t, d, 3*rt, "idle without heartbeats")
+
+	// Answered rt/2 after the write, 3.5 rt after the last frame.
+	go func() {
+		c.Expect("PUB")
+		time.Sleep(rt / 2) // nsqd is slow to answer
+		c.OK()
+	}()
+	require.NoError(t, conn.WriteCommand(Publish("t", []byte("x"))))
+	assert.Equal(t, "OK", recvWithin(t, d.responses, "OnResponse"))
+	noIOError(t, d, 2*rt, "idle again after the answer")
+
+	// Never answered: the connection ends after read_timeout.
+	require.NoError(t, conn.WriteCommand(Publish("t", []byte("y"))))
+	c.Expect("PUB")
+	err := recvWithin(t, d.ioErrors, "OnIOError")
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.EqualError(t, err, "nsq: nsqd at "+s.Addr()+" did not answer within read_timeout (200ms): read tcp "+
+		conn.conn.LocalAddr().String()+"->"+s.Addr()+": i/o timeout")
+	recvWithin(t, d.closed, "OnClose")
+}
+
+// With heartbeats on, heartbeats keep an idle connection open but do not
+// stand in for the answer to a command.
+func TestConnHeartbeatsDoNotAnswerACommand(t *testing.T) {
+	const rt = 300 * time.Millisecond
+	s := fakensqd.New(t)
+	d := newConnRecorder()
+	conn, c := connectFake(t, s, readTimeoutConfig(rt, 100*time.Millisecond), d)
+	t.Cleanup(func() { conn.Close() })
+
+	heartbeat := fakensqd.AppendFrame(nil, FrameTypeResponse, []byte("_heartbeat_"))
+	serverDone := make(chan struct{})
+	published := make(chan struct{})
+	go func() {
+		defer close(serverDone)
+		for i := 0; ; i++ {
+			if i == 8 {
+				close(published)
+			}
+			c.NetConn().Write(heartbeat) // nsqd's ticker
+			cmd, err := c.TryReadCommand(time.Second)
+			if err != nil {
+				return // the client closed the connection
+			}
+			if cmd.Name == "PUB" {
+				cmd, err = c.TryReadCommand(time.Second)
+				if err != nil {
+					return
+				}
+			}
+			assert.Equal(t, "NOP", cmd.Name)
+			time.Sleep(rt / 4)
+		}
+	}()
+	// Eight heartbeats, 2 rt: the idle connection stays open.
+	within(t, hangGuard, "eight heartbeats", func() { <-published })
+	select {
+	case err := <-d.ioErrors:
+		t.Fatalf("idle with heartbeats: the connection ended: %v", err)
+	default:
+	}
+	require.NoError(t, conn.WriteCommand(Publish("t", []byte("x"))))
+	err := recvWithin(t, d.ioErrors, "OnIOError")
+	assert.ErrorContains(t, err, "did not answer within read_timeout (300ms)")
+	recvWithin(t, d.closed, "OnClose")
+	within(t, hangGuard, "server script", func() { <-serverDone })
+	assert.GreaterOrEqual(t, len(d.heartbeats), 8)
+}
+
+// With heartbeats on and nothing from nsqd, an idle connection ends after
+// read_timeout, saying so.
+func TestConnNoHeartbeat(t *testing.T) {
+	s := fakensqd.New(t)
+	d := newConnRecorder()
+	conn, _ := connectFake(t, s, readTimeoutConfig(200*time.Millisecond, 100*time.Millisecond), d)
+	t.Cleanup(func() { conn.Close() })
+	err := recvWithin(t, d.ioErrors, "OnIOError")
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.ErrorContains(t, err, "nsq: no heartbeat from nsqd at "+s.Addr()+" within read_timeout (200ms)")
+	recvWithin(t, d.closed, "OnClose")
+}
+
+// An idle producer without heartbeats keeps its connection: it is not torn
+// down (and logged as an error) every read_timeout.
+func TestIdleProducerWithoutHeartbeatsKeepsItsConnection(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), testConfig(t, "read_timeout", "100ms", "heartbeat_interval", -1))
+	s.Go(func(c *fakensqd.Conn) {
+		c.Handshake(nil)
+		c.Expect("PUB")
+		c.OK()
+		c.Expect("PUB") // on the same connection
+		c.OK()
+	})
+	require.NoError(t, publishWithin(t, p, "idle", "1"))
+	time.Sleep(500 * time.Millisecond) // five read_timeouts of idleness
+	require.NoError(t, publishWithin(t, p, "idle", "2"))
+	s.Wait()
+	st := p.Stats()
+	assert.Equal(t, uint64(1), st.Connects)
+	assert.Equal(t, uint64(0), st.Reconnects)
 }
