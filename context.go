@@ -2,14 +2,8 @@ package nsq
 
 import (
 	"context"
-	"errors"
 	"time"
 )
-
-// ErrPendingFull is returned by [Producer.TryPublishAsync] when
-// Config.MaxPending publishes (or Config.MaxPendingBytes) are already
-// waiting for their answers.
-var ErrPendingFull = errors.New("nsq: too many publishes pending (max_pending / max_pending_bytes)")
 
 // PublishContext is Publish bounded by ctx. If ctx ends before the publish
 // is accepted (while the producer waits for room under Config.MaxPending),
@@ -38,31 +32,28 @@ func (p *Producer) DeferredPublishContext(ctx context.Context, topic string, del
 // Config.MaxPending and Config.MaxPendingBytes is bounded by ctx: if ctx ends
 // first it returns ctx's error and the publish is not accepted. Once
 // accepted, the publish is no longer tied to ctx.
-func (p *Producer) PublishAsyncContext(ctx context.Context, topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(ctx, kindPUB, topic, 0, body, nil, doneChan, args)
+func (p *Producer) PublishAsyncContext(ctx context.Context, topic string, body []byte, doneChan chan *ProducerTransaction, args ...any) error {
+	return p.publishAsync(ctx, true, kindPUB, topic, 0, body, nil, doneChan, args)
 }
 
 // MultiPublishAsyncContext is MultiPublishAsync with PublishAsyncContext's
 // bounded wait.
-func (p *Producer) MultiPublishAsyncContext(ctx context.Context, topic string, body [][]byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(ctx, kindMPUB, topic, 0, nil, body, doneChan, args)
+func (p *Producer) MultiPublishAsyncContext(ctx context.Context, topic string, body [][]byte, doneChan chan *ProducerTransaction, args ...any) error {
+	return p.publishAsync(ctx, true, kindMPUB, topic, 0, nil, body, doneChan, args)
 }
 
 // DeferredPublishAsyncContext is DeferredPublishAsync with
 // PublishAsyncContext's bounded wait.
-func (p *Producer) DeferredPublishAsyncContext(ctx context.Context, topic string, delay time.Duration, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(ctx, kindDPUB, topic, delay, body, nil, doneChan, args)
+func (p *Producer) DeferredPublishAsyncContext(ctx context.Context, topic string, delay time.Duration, body []byte, doneChan chan *ProducerTransaction, args ...any) error {
+	return p.publishAsync(ctx, true, kindDPUB, topic, delay, body, nil, doneChan, args)
 }
 
 // TryPublishAsync is PublishAsync that never waits: when Config.MaxPending
 // publishes (or Config.MaxPendingBytes) are pending it returns
 // ErrPendingFull at once and the publish is not accepted.
-func (p *Producer) TryPublishAsync(topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(tryContext{context.Background()}, kindPUB, topic, 0, body, nil, doneChan, args)
+func (p *Producer) TryPublishAsync(topic string, body []byte, doneChan chan *ProducerTransaction, args ...any) error {
+	return p.publishAsync(context.Background(), false, kindPUB, topic, 0, body, nil, doneChan, args)
 }
-
-// tryContext marks a call that must not wait for room.
-type tryContext struct{ context.Context }
 
 // Flush waits until every publish accepted before it has its answer (or has
 // failed), or until ctx ends. It returns nil, ctx's error, or ErrStopped.

@@ -213,7 +213,7 @@ func TestSlogLogger(t *testing.T) {
 
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	require.Len(t, lines, 2)
-	assert.Equal(t, `level=INFO msg="(127.0.0.1:1) connecting to nsqd" producer=`+strconv.FormatInt(p.id, 10)+` nsqd=127.0.0.1:1`, lines[0])
+	assert.Equal(t, `level=INFO msg="(127.0.0.1:1) connecting to nsqd" producer=`+strconv.FormatInt(p.logs.id, 10)+` nsqd=127.0.0.1:1`, lines[0])
 	assert.True(t, strings.HasPrefix(lines[1], `level=ERROR msg="(127.0.0.1:1) error connecting to nsqd - dial tcp 127.0.0.1:1: connect: connection refused`), lines[1])
 
 	// The plain logger interface works too, taking the level from the tag.

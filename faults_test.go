@@ -68,7 +68,7 @@ func waitAccepted(t *testing.T, p *Producer) {
 
 // producerLogLines returns the producer's log lines from now on.
 func producerLogLines(p *Producer) <-chan string {
-	return p.logger[LogLevelDebug].(*testLogger).watch(256)
+	return p.logs.logger[LogLevelDebug].(*testLogger).watch(256)
 }
 
 func bodyOf(c fakensqd.Command) string { return string(c.Body) }
@@ -438,7 +438,7 @@ func TestFaultIdentifyRefused(t *testing.T) {
 	assert.Equal(t, reason, ierr.Reason)
 	assert.ErrorIs(t, err, ErrNeverSent)
 	assert.ErrorIs(t, err, ErrNotConnected)
-	assert.Equal(t, "not connected: never sent to nsqd: failed to IDENTIFY - "+reason, err.Error())
+	assert.Equal(t, ErrIdentify{Reason: reason}, err, "the value go-nsq returns")
 	st := p.Stats()
 	assert.Equal(t, uint64(1), st.ConnectFailures)
 	assert.Equal(t, uint64(1), st.NeverSent)
@@ -485,7 +485,7 @@ func TestFaultServerStopsReading(t *testing.T) {
 // and the publish has an unknown outcome.
 func TestFaultServerNeverAnswers(t *testing.T) {
 	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t, "read_timeout", "200ms", "heartbeat_interval", "150ms"))
+	p := newTestProducer(t, s.Addr(), testConfig(t, "read_timeout", "200ms", "heartbeat_interval", -1))
 
 	s.Go(func(c *fakensqd.Conn) {
 		c.Handshake(nil)
@@ -497,7 +497,7 @@ func TestFaultServerNeverAnswers(t *testing.T) {
 
 	require.ErrorIs(t, err, ErrUnknownOutcome)
 	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
-	assert.Contains(t, err.Error(), "no frame from nsqd at "+s.Addr()+" within read_timeout (200ms)")
+	assert.Contains(t, err.Error(), "nsqd at "+s.Addr()+" did not answer within read_timeout (200ms)")
 }
 
 // 13. A connection reset with a publish in flight: unknown outcome; the next

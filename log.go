@@ -2,8 +2,10 @@ package nsq
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 )
 
 // logger is what SetLogger takes: *log.Logger is one, as in go-nsq.
@@ -92,4 +94,60 @@ func slogLevel(lvl LogLevel) slog.Level {
 		return slog.LevelError
 	}
 	return slog.LevelInfo
+}
+
+// logSink is a producer's logging state, shared by its public methods
+// (SetLogger and friends), its router and its Conns.
+type logSink struct {
+	id   int64  // the producer's, in every line
+	addr string // the nsqd address, for SlogLogger's attribute
+
+	mu     sync.RWMutex
+	logger [LogLevelMax + 1]logger // guarded by mu; nil: silent
+	lvl    LogLevel                // guarded by mu; the lowest level logged
+}
+
+// set sets the logger for every level, and the lowest level logged.
+func (s *logSink) set(l logger, lvl LogLevel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.logger {
+		s.logger[i] = l
+	}
+	s.lvl = lvl
+}
+
+// setForLevel sets the logger for one level.
+func (s *logSink) setForLevel(l logger, lvl LogLevel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lvl >= 0 && lvl <= LogLevelMax {
+		s.logger[lvl] = l
+	}
+}
+
+// setLevel sets the lowest level logged.
+func (s *logSink) setLevel(lvl LogLevel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lvl = lvl
+}
+
+// log formats and writes a line at lvl, unless lvl is filtered out. The
+// logger is called outside the lock.
+func (s *logSink) log(lvl LogLevel, format string, args ...any) {
+	if lvl < 0 || lvl > LogLevelMax {
+		return
+	}
+	s.mu.RLock()
+	l, min := s.logger[lvl], s.lvl
+	s.mu.RUnlock()
+	if l == nil || lvl < min {
+		return
+	}
+	if sl, ok := l.(*SlogLogger); ok {
+		sl.log(lvl, s.id, s.addr, fmt.Sprintf(format, args...))
+		return
+	}
+	l.Output(2, fmt.Sprintf("%-4s %3d %s", lvl, s.id, fmt.Sprintf(format, args...)))
 }

@@ -3,7 +3,9 @@ package nsq
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -134,7 +136,7 @@ func TestIdentifyRefused(t *testing.T) {
 func TestHeartbeatsKeepAnIdleConnection(t *testing.T) {
 	n := nsqdtest.Start(t)
 	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "heartbeat_interval", "1s", "read_timeout", "1500ms"))
-	lines := p.logger[LogLevelDebug].(*testLogger).watch(64)
+	lines := p.logs.logger[LogLevelDebug].(*testLogger).watch(64)
 
 	require.NoError(t, p.Publish("idle", []byte("before")))
 	waitLine(t, lines, "heartbeat received", 5*time.Second)
@@ -321,8 +323,14 @@ func TestLocalAddr(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "local_addr", local))
-	require.NoError(t, p.Ping())
-	assert.Equal(t, local, p.r.conn.conn.LocalAddr().String())
+	require.NoError(t, p.Publish("local", []byte("x")))
+	// nsqd lists its producers' addresses.
+	resp, err := http.Get("http://" + n.HTTPAddr() + "/stats?format=json&topic=local")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	stats, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Contains(t, string(stats), `"remote_address":"`+local+`"`)
 }
 
 func TestNewProducerValidates(t *testing.T) {

@@ -182,7 +182,7 @@ func TestAccountingNsqdKilled(t *testing.T) {
 	}
 	n := nsqdtest.Start(t, "--mem-queue-size=0", "--sync-every=1", "--data-path="+dataPath)
 	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "max_pending", 500))
-	lines := p.logger[LogLevelError].(*testLogger).watch(1024)
+	lines := p.logs.logger[LogLevelError].(*testLogger).watch(1024)
 
 	b := startBurst(t, p, "kill", 10000)
 	b.l.waitResults(t, 2000)
@@ -232,7 +232,7 @@ func TestReconnectBackoff(t *testing.T) {
 	} {
 		seen := map[time.Duration]bool{}
 		for i := 0; i < 200; i++ {
-			d := p.backoff(tc.failures)
+			d := reconnectBackoff(&p.config, tc.failures)
 			require.GreaterOrEqual(t, d, tc.full/2, "failures %d", tc.failures)
 			require.Less(t, d, tc.full, "failures %d", tc.failures)
 			seen[d] = true
@@ -246,7 +246,7 @@ func TestReconnectBackoff(t *testing.T) {
 func TestStopWithUnreadResults(t *testing.T) {
 	n := nsqdtest.Start(t)
 	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "stop_timeout", "200ms"))
-	lines := p.logger[LogLevelError].(*testLogger).watch(64)
+	lines := p.logs.logger[LogLevelError].(*testLogger).watch(64)
 
 	unread := make(chan *ProducerTransaction) // nobody reads it
 	for i := 0; i < 3; i++ {

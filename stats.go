@@ -77,8 +77,9 @@ func (p *Producer) Stats() ProducerStats {
 	return out
 }
 
-// producerStats holds the counters behind Stats. The router writes all but
-// refused, which the publishing calls write.
+// producerStats holds the counters behind Stats. The router writes most;
+// the publishing calls write refused, and the connection's read goroutine
+// writes heartbeats (through the router's ConnDelegate).
 type producerStats struct {
 	published, publishedBytes atomic.Uint64
 	refused                   atomic.Uint64

@@ -12,11 +12,12 @@ import (
 // has failed): Error is nil only when nsqd answered OK, and Args holds the
 // variadic arguments given to the call.
 //
-// A transaction is delivered exactly once, and transactions are delivered
-// in the order their publishes were accepted.
+// A transaction is delivered exactly once. The transactions sent to one
+// doneChan arrive in the order their publishes were accepted; results for
+// different doneChans are independent of each other.
 type ProducerTransaction struct {
-	Error error         // nil on success
-	Args  []interface{} // the args given to the *Async call
+	Error error // nil on success
+	Args  []any // the args given to the *Async call
 
 	// Fields below are written by the publishing call before the transaction
 	// is handed to the router, then only read, except where noted.
@@ -30,12 +31,32 @@ type ProducerTransaction struct {
 	size     int64           // bytes held against Config.MaxPendingBytes
 	ctx      context.Context // nil, or the publish's context: not sent once it is done
 
-	// Owned by the router.
-	n           int           // on the first transaction of a written command: how many transactions the command carries
+	// Written by the router only. The write goroutine reads n and
+	// groupSize of the transactions in a batch it was handed; the router
+	// changes them only once that goroutine has exited (a transaction goes
+	// back to the queue, to be prepared again, only then).
+	n           int           // on the first transaction of a written command: how many transactions the command carries; 0 on the others
 	noBatch     bool          // send as a PUB of its own (its batch was rejected)
 	lastOfWrite bool          // the last transaction of a batch handed to the write goroutine
 	settled     error         // known outcome, not to be sent: completes with it, in order
 	sentAt      time.Duration // on the first transaction of a written command: when it was handed to the writer
+	groupSize   int64         // on the first transaction of an automatic MPUB: its body size
+}
+
+// holdsRoom reports whether the transaction holds room under the pending
+// limits (Config.MaxPending, MaxPendingBytes) from its call until its
+// result is delivered: every publish does; Ping and Flush do not, so that
+// they work when the limits are reached.
+func (tx *ProducerTransaction) holdsRoom() bool {
+	return tx.kind != kindNOP && tx.kind != kindBarrier
+}
+
+// placeholder reports whether the transaction is not to be written: a
+// Flush barrier, or a publish whose outcome is settled already. It only
+// keeps its place in the FIFO, and completes (with settled) once everything
+// before it has.
+func (tx *ProducerTransaction) placeholder() bool {
+	return tx.kind == kindBarrier || tx.settled != nil
 }
 
 // messages returns how many messages the transaction publishes.
@@ -142,6 +163,34 @@ func (q *txQueue) popBack() *ProducerTransaction {
 func (q *txQueue) prependAll(from *txQueue) {
 	for from.len() > 0 {
 		q.pushFront(from.popBack())
+	}
+}
+
+// roomRelease adds up the room that delivered transactions give back under
+// the pending limits, to return it in one call. It is the one place that
+// knows what a transaction holds.
+type roomRelease struct{ count, bytes int64 }
+
+// add counts the room tx holds. Call it before tx is delivered: then tx
+// belongs to its receiver.
+func (r *roomRelease) add(tx *ProducerTransaction) {
+	if tx.holdsRoom() {
+		r.count++
+		r.bytes += tx.size
+	}
+}
+
+// merge adds o.
+func (r *roomRelease) merge(o roomRelease) {
+	r.count += o.count
+	r.bytes += o.bytes
+}
+
+// to gives the room counted so far back to l, and starts over.
+func (r *roomRelease) to(l *pendingLimit) {
+	if r.count > 0 {
+		l.release(r.count, r.bytes)
+		*r = roomRelease{}
 	}
 }
 

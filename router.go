@@ -1,0 +1,782 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// errStopTimeout is why transactions still unanswered when Config.StopTimeout
+// runs out fail.
+var errStopTimeout = errors.New("nsq: Stop gave up waiting for nsqd's answers (stop_timeout)")
+
+// maxWritesInFlight is how many batches may await nsqd's answers at once.
+// Publishes arriving meanwhile join the next batch: under many concurrent
+// callers batches grow instead of the writes multiplying, and a lone publish
+// still goes out at once.
+const maxWritesInFlight = 2
+
+// router is a producer's router goroutine: it owns the connection and the
+// transaction queues, hands batches to the connection's write goroutine,
+// matches nsqd's answers to the oldest pending transactions (FIFO) and
+// delivers the results.
+//
+// The fields of the first block are set by newRouter and then only read;
+// they are what the router shares with the Producer, its Conns and its
+// couriers, each safe for concurrent use. Everything below that block is
+// touched by the router goroutine alone.
+type router struct {
+	addr    string
+	config  *Config // the Producer's copy, read-only
+	logs    *logSink
+	limit   *pendingLimit
+	learned *learnedLimits
+	stats   *producerStats
+
+	// The router's inbox.
+	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
+	stopChan        <-chan struct{}             // closed by Stop
+	responseChan    chan []byte                 // response frames of the current Conn (unbuffered: keeps order)
+	errorChan       chan []byte                 // error frames of the current Conn (unbuffered: keeps order)
+	closeChan       chan *Conn                  // a Conn has closed and its goroutines have exited
+	connectChan     chan connectResult          // a connection attempt has ended
+	courierDoneChan chan *courier               // a courier has finished
+	abandonChan     chan struct{}               // closed when Stop's wait runs out: couriers give up
+	exitChan        chan<- struct{}             // closed when the router has exited (the Producer's)
+
+	conn          *Conn              // the connection in use; nil when there is none
+	connected     bool               // conn has finished its handshake
+	closing       bool               // conn is being torn down; its OnClose is awaited
+	connecting    bool               // a connection attempt is running
+	cancelConnect context.CancelFunc // cancels it
+
+	queue   txQueue // accepted, not yet prepared for the write goroutine, oldest first
+	pending txQueue // handed to the write goroutine, awaiting nsqd's answer, oldest first
+
+	// Results whose doneChan was full: each such channel gets a courier
+	// goroutine that delivers them in order, so a channel nobody reads
+	// holds back neither the router nor anyone else's results.
+	couriers map[chan *ProducerTransaction]*courier
+	carrying int // couriers running (a finished one may still be in the map)
+
+	// The next batch for the write goroutine, grown from the queue until the
+	// write goroutine takes it: once it has written the one before, and
+	// fewer than maxWritesInFlight batches await answers. So batches form
+	// while it is busy. Its commands are encoded as they are: each starts
+	// with a transaction whose n counts its transactions; group is the index
+	// of the last one, which may still grow into an MPUB (its head's
+	// groupSize is the MPUB body size so far).
+	prep  []*ProducerTransaction
+	group int
+	spare []*ProducerTransaction // the batch the write goroutine had before; reused
+	pings []*ProducerTransaction // Pings to write with prep; the write goroutine completes them
+
+	refused []*ProducerTransaction // refused by nsqd; completed once the connection has closed
+
+	writesInFlight int // batches handed to the write goroutine and not fully answered
+
+	batchBytes int // largest automatic MPUB body; shrinks if nsqd refuses one as too big
+
+	failures int       // consecutive failed connection attempts
+	retryAt  time.Time // no connection attempt before this
+
+	draining bool      // Stop was called
+	deadline time.Time // when Stop stops waiting
+	expired  bool      // the deadline has passed
+	timer    *time.Timer
+	timerAt  time.Time // when timer fires; zero when it is not armed
+
+	release roomRelease // room of completed transactions, returned to limit once per loop
+}
+
+type connectResult struct {
+	conn *Conn
+	err  error
+}
+
+// newRouter returns the router of p, ready to run.
+func newRouter(p *Producer) *router {
+	r := &router{
+		addr:            p.addr,
+		config:          &p.config,
+		logs:            &p.logs,
+		limit:           &p.limit,
+		learned:         &p.learned,
+		stats:           &p.stats,
+		transactionChan: p.transactionChan,
+		stopChan:        p.stopChan,
+		exitChan:        p.exitChan,
+		responseChan:    make(chan []byte),
+		errorChan:       make(chan []byte),
+		closeChan:       make(chan *Conn, 1),
+		connectChan:     make(chan connectResult, 1),
+		courierDoneChan: make(chan *courier),
+		abandonChan:     make(chan struct{}),
+		timer:           time.NewTimer(time.Hour),
+	}
+	r.timer.Stop()
+	r.batchBytes = r.config.MaxBatchBytes
+	if r.config.MaxBodySize > 0 && int64(r.batchBytes) > r.config.MaxBodySize {
+		r.batchBytes = int(r.config.MaxBodySize)
+	}
+	return r
+}
+
+func (r *router) log(lvl LogLevel, format string, args ...any) {
+	r.logs.log(lvl, format, args...)
+}
+
+// producerConnDelegate passes a Conn's events to its router. Its methods run
+// on the Conn's goroutines.
+type producerConnDelegate struct{ r *router }
+
+func (d producerConnDelegate) OnResponse(c *Conn, data []byte) { d.r.responseChan <- data }
+func (d producerConnDelegate) OnError(c *Conn, data []byte)    { d.r.errorChan <- data }
+func (d producerConnDelegate) OnIOError(c *Conn, err error)    {}
+func (d producerConnDelegate) OnHeartbeat(c *Conn) {
+	d.r.stats.heartbeats.Add(1)
+	d.r.log(LogLevelDebug, "(%s) heartbeat received", d.r.addr)
+}
+func (d producerConnDelegate) OnClose(c *Conn) { d.r.closeChan <- c }
+
+// run is the router goroutine; it returns once Stop was called and every
+// accepted transaction has completed.
+func (r *router) run() {
+	defer close(r.exitChan)
+	stopChan := r.stopChan
+	for {
+		r.advance()
+		r.release.to(r.limit)
+		if r.draining && r.finished() {
+			break
+		}
+		r.armTimer()
+
+		var writeChan chan writeRequest
+		if !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0) {
+			writeChan = r.conn.writeChan
+		}
+		select {
+		case writeChan <- writeRequest{txs: r.prep, nops: r.pings}:
+			r.handedOff()
+		case tx := <-r.transactionChan:
+			r.accept(tx)
+			for more := true; more; {
+				select {
+				case tx := <-r.transactionChan:
+					r.accept(tx)
+				default:
+					more = false
+				}
+			}
+		case data := <-r.responseChan:
+			r.onResponse(data)
+		case data := <-r.errorChan:
+			r.onErrorFrame(data)
+		case c := <-r.closeChan:
+			r.onClosed(c)
+		case res := <-r.connectChan:
+			r.onConnected(res)
+		case c := <-r.courierDoneChan:
+			r.carrying--
+			if r.couriers[c.ch] == c {
+				delete(r.couriers, c.ch)
+			}
+		case <-r.timer.C:
+			r.timerAt = time.Time{}
+			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
+				r.expire()
+			}
+		case <-stopChan:
+			stopChan = nil
+			r.draining = true
+			r.deadline = time.Now().Add(r.config.StopTimeout)
+		}
+	}
+	r.timer.Stop()
+	r.release.to(r.limit)
+}
+
+// advance starts whatever can start: a connection attempt when work waits
+// and there is no connection, a write when the connection is idle, and, once
+// stopping with nothing left to answer, the close.
+func (r *router) advance() {
+	if r.expired {
+		// Past Stop's deadline nothing more is sent (a closed connection
+		// hands its unsent batch back to the queue).
+		r.failQueue(neverSent(errStopTimeout))
+	}
+	r.popQueuedPlaceholders()
+	if r.queue.len() > 0 {
+		switch {
+		case r.conn == nil:
+			if !r.connecting && !time.Now().Before(r.retryAt) {
+				r.startConnect()
+			}
+		case r.connected && !r.closing:
+			r.prepare()
+		}
+	}
+	if r.draining && r.conn != nil && !r.closing && r.quiet() {
+		r.closeConn(ErrStopped)
+	}
+}
+
+// popQueuedPlaceholders completes the placeholders (Flush barriers,
+// settled transactions) at the front of the queue when nothing accepted
+// before them is unanswered: they need no connection.
+func (r *router) popQueuedPlaceholders() {
+	if len(r.prep) > 0 || r.pending.len() > 0 || len(r.refused) > 0 {
+		return
+	}
+	for r.queue.len() > 0 && r.queue.peek(0).placeholder() {
+		r.settle(r.queue.popFront(), nil)
+	}
+}
+
+// quiet reports whether no accepted transaction is still unanswered.
+func (r *router) quiet() bool {
+	return len(r.transactionChan) == 0 && r.queue.len() == 0 && len(r.prep) == 0 && len(r.pings) == 0 &&
+		r.pending.len() == 0 && len(r.refused) == 0 && !r.connecting
+}
+
+// finished reports whether a stopping router may exit.
+func (r *router) finished() bool {
+	return r.quiet() && r.conn == nil && r.carrying == 0
+}
+
+// armTimer points the timer at the next moment the router must act on its
+// own: the end of a reconnect backoff, or Stop's deadline.
+func (r *router) armTimer() {
+	var at time.Time
+	if r.queue.len() > 0 && r.conn == nil && !r.connecting {
+		at = r.retryAt
+	}
+	if r.draining && !r.expired && (at.IsZero() || r.deadline.Before(at)) {
+		at = r.deadline
+	}
+	if at.Equal(r.timerAt) {
+		return
+	}
+	r.timerAt = at
+	if at.IsZero() {
+		r.timer.Stop()
+		return
+	}
+	r.timer.Reset(time.Until(at))
+}
+
+func (r *router) accept(tx *ProducerTransaction) {
+	if r.expired {
+		r.settle(tx, neverSent(errStopTimeout))
+		return
+	}
+	r.queue.pushBack(tx)
+}
+
+func (r *router) startConnect() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.connecting, r.cancelConnect = true, cancel
+	c := NewConn(r.addr, r.config, producerConnDelegate{r})
+	c.logf = r.logs.log
+	r.log(LogLevelInfo, "(%s) connecting to nsqd", r.addr)
+	go func() {
+		_, err := c.connect(ctx)
+		r.connectChan <- connectResult{conn: c, err: err}
+	}()
+}
+
+func (r *router) onConnected(res connectResult) {
+	r.connecting = false
+	r.cancelConnect()
+	if res.err != nil {
+		r.stats.connectFailures.Add(1)
+		r.failures++
+		wait := reconnectBackoff(r.config, r.failures)
+		r.retryAt = time.Now().Add(wait)
+		r.log(LogLevelError, "(%s) error connecting to nsqd - %s (next attempt in %s at the earliest)", r.addr, res.err, wait.Round(time.Millisecond))
+		r.failQueue(neverSent(res.err))
+		return
+	}
+	r.conn, r.connected, r.failures = res.conn, true, 0
+	r.stats.connects.Add(1)
+}
+
+// failQueue fails, in order, every transaction not yet prepared.
+func (r *router) failQueue(err error) {
+	for r.queue.len() > 0 {
+		r.settle(r.queue.popFront(), err)
+	}
+}
+
+// settle completes tx with err, unless tx is a placeholder: a settled
+// outcome is never overwritten, and a Flush barrier completes with nil (it
+// only waits).
+func (r *router) settle(tx *ProducerTransaction, err error) {
+	if tx.placeholder() {
+		err = tx.settled
+	}
+	r.complete(tx, err)
+}
+
+// reconnectBackoff returns how long to wait after the n-th consecutive
+// failed connection attempt: exponential from c.ReconnectBackoff up to
+// c.MaxReconnectBackoff, with the upper half jittered.
+func reconnectBackoff(c *Config, n int) time.Duration {
+	d := c.ReconnectBackoff
+	for i := 1; i < n && d < c.MaxReconnectBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, c.MaxReconnectBackoff)
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+// prepare moves what is queued into the next batch for the write
+// goroutine: runs of PUBs to one topic become one MPUB (automatic batching),
+// up to MaxBatchMessages and the batch byte limit.
+func (r *router) prepare() {
+	maxCount := 1
+	if r.config.AutoBatch {
+		maxCount = r.config.MaxBatchMessages
+	}
+	if len(r.prep) == 0 {
+		r.group = -1
+	}
+	maxMsg := r.learned.maxMsg.Load()
+	for r.queue.len() > 0 {
+		tx := r.queue.popFront()
+		if tx.ctx != nil && tx.ctx.Err() != nil {
+			r.settle(tx, neverSent(context.Cause(tx.ctx)))
+			continue
+		}
+		if tx.settled == nil && maxMsg > 0 && (tx.kind == kindPUB || tx.kind == kindDPUB) && int64(len(tx.body)) > maxMsg {
+			// Accepted before nsqd told us its limit.
+			tx.settled = neverSent(learnedTooBig("message body", len(tx.body), maxMsg))
+		}
+		if tx.kind == kindNOP {
+			r.pings = append(r.pings, tx)
+			continue
+		}
+		if tx.placeholder() {
+			// Not sent: it completes, in order, once everything before it
+			// has.
+			switch {
+			case len(r.prep) > 0:
+				// It goes to pending behind the prepared batch, once that
+				// is handed off: stop here.
+				r.queue.pushFront(tx)
+				return
+			case r.pending.len() == 0:
+				r.settle(tx, nil) // nothing before it is unanswered
+			default:
+				r.pending.pushBack(tx)
+			}
+			continue
+		}
+		if r.group >= 0 {
+			head := r.prep[r.group]
+			if tx.kind == kindPUB && !tx.noBatch && tx.topic == head.topic && head.n < maxCount &&
+				head.groupSize+4+int64(len(tx.body)) <= int64(r.batchBytes) {
+				head.n++
+				head.groupSize += 4 + int64(len(tx.body))
+				tx.n = 0 // it may have headed a command on an earlier connection
+				r.prep = append(r.prep, tx)
+				continue
+			}
+		}
+		tx.n = 1
+		r.prep = append(r.prep, tx)
+		r.group = -1
+		if tx.kind == kindPUB && !tx.noBatch {
+			r.group = len(r.prep) - 1
+			tx.groupSize = 8 + int64(len(tx.body)) // the count, then the one sized message
+		}
+	}
+}
+
+// popPending removes the oldest pending transaction.
+func (r *router) popPending() *ProducerTransaction {
+	tx := r.pending.popFront()
+	if tx.lastOfWrite {
+		tx.lastOfWrite = false
+		r.writesInFlight--
+	}
+	return tx
+}
+
+// unprepare puts the prepared batch, which never reached the socket, back
+// at the front of the queue, for the next connection.
+func (r *router) unprepare() {
+	for i := len(r.prep) - 1; i >= 0; i-- {
+		r.queue.pushFront(r.prep[i])
+	}
+	clear(r.prep)
+	r.prep = r.prep[:0]
+	for _, tx := range r.pings {
+		r.queue.pushFront(tx)
+	}
+	r.pings = nil
+}
+
+// handedOff records that the write goroutine took the prepared batch: its
+// publishes now await nsqd's answers, in order.
+func (r *router) handedOff() {
+	now := r.stats.now()
+	r.pings = nil // the write goroutine's now
+	for _, tx := range r.prep {
+		if tx.kind == kindPUB && tx.n > 1 {
+			r.stats.batches.Add(1)
+			r.stats.batched.Add(uint64(tx.n))
+		}
+		tx.sentAt = now
+		r.pending.pushBack(tx)
+	}
+	if len(r.prep) > 0 {
+		r.prep[len(r.prep)-1].lastOfWrite = true
+		r.writesInFlight++
+	}
+	// The write goroutine took this batch, so it is done with the one
+	// before: that becomes the next.
+	clear(r.spare)
+	r.prep, r.spare = r.spare[:0], r.prep
+}
+
+func (r *router) onResponse(data []byte) {
+	if r.closing {
+		return
+	}
+	if string(data) != respOK {
+		r.closeConn(&FrameError{Reason: fmt.Sprintf("unexpected response %q to a publish", data)})
+		return
+	}
+	if r.pending.len() == 0 {
+		r.closeConn(&FrameError{Reason: "nsqd answered OK with no command pending"})
+		return
+	}
+	head := r.pending.peek(0)
+	r.stats.addLatency(r.stats.now() - head.sentAt)
+	for n := head.n; n > 0; n-- {
+		r.complete(r.popPending(), nil)
+	}
+	r.popPlaceholders()
+}
+
+// onErrorFrame handles an error frame. nsqd closes the connection after any
+// error to a publish, without executing the commands pipelined behind the
+// failed one: only the failed command fails, the rest are sent again on a
+// new connection.
+func (r *router) onErrorFrame(data []byte) {
+	if r.closing {
+		return
+	}
+	perr := ErrProtocol{Reason: string(data)}
+	if r.pending.len() == 0 {
+		r.closeConn(fmt.Errorf("nsq: nsqd sent an error with no command pending: %w", perr))
+		return
+	}
+	head := r.pending.peek(0)
+	n := head.n
+	code := perr.Code()
+	var retry txQueue
+	learnedMsg, learnedBody := r.learn(perr)
+	switch {
+	case n > 1 && learnedMsg > 0 && groupExceeds(&r.pending, n, learnedMsg):
+		// An automatic batch with a message over nsqd's --max-msg-size:
+		// nsqd names the first one too big, and stored nothing. Fail the
+		// too big ones, send the others again.
+		blamed := false
+		for ; n > 0; n-- {
+			tx := r.popPending()
+			// The too big ones keep their place, settled: they complete in
+			// order, without being sent.
+			switch {
+			case int64(len(tx.body)) <= learnedMsg:
+			case !blamed:
+				blamed = true
+				tx.settled = perr
+			default:
+				tx.settled = neverSent(learnedTooBig("message body", len(tx.body), learnedMsg))
+			}
+			retry.pushBack(tx)
+		}
+		r.log(LogLevelError, "(%s) nsqd refused a batch: %s; its other messages are sent again", r.addr, perr)
+	case n > 1 && learnedBody > 0:
+		// An automatic batch over nsqd's --max-body-size: smaller batches.
+		r.batchBytes = min(r.batchBytes, int(learnedBody))
+		r.log(LogLevelWarning, "(%s) nsqd refused a batch of %d messages (%s); batches are now at most %d bytes", r.addr, n, perr, r.batchBytes)
+		for ; n > 0; n-- {
+			retry.pushBack(r.popPending())
+		}
+	case n > 1 && (code == "E_BAD_MESSAGE" || code == "E_BAD_BODY"):
+		// An automatic batch that nsqd refused as a whole stored nothing:
+		// send its messages one by one, so that only the bad one fails.
+		if code == "E_BAD_BODY" && r.batchBytes > 1024 {
+			r.batchBytes /= 2
+			r.log(LogLevelWarning, "(%s) nsqd refused a batch of %d messages (%s); batches are now at most %d bytes: set max_batch_bytes below nsqd's --max-body-size", r.addr, n, perr, r.batchBytes)
+		}
+		for ; n > 0; n-- {
+			tx := r.popPending()
+			tx.noBatch = true
+			retry.pushBack(tx)
+		}
+	default:
+		// nsqd may refuse a command before reading all of it, while the
+		// write goroutine still writes its body: complete it (and let the
+		// caller reuse the body) only once that goroutine has exited.
+		r.log(LogLevelError, "(%s) nsqd refused a publish: %s", r.addr, perr)
+		err := error(perr)
+		if code == "E_MPUB_FAILED" {
+			// nsqd stores an MPUB's messages one by one and may have stored
+			// some before failing.
+			err = unknownOutcome(perr)
+		}
+		for ; n > 0; n-- {
+			tx := r.popPending()
+			tx.Error = err
+			r.refused = append(r.refused, tx)
+		}
+	}
+	if r.pending.len() > 0 {
+		r.log(LogLevelInfo, "(%s) resending the %d commands nsqd did not execute", r.addr, r.pending.len())
+	}
+	for r.pending.len() > 0 {
+		retry.pushBack(r.popPending())
+	}
+	r.unprepare()
+	r.queue.prependAll(&retry)
+	r.closeConn(perr)
+}
+
+// popPlaceholders completes the placeholders (Flush barriers, settled
+// transactions) that have reached the front of the pending FIFO: everything
+// before them has completed.
+func (r *router) popPlaceholders() {
+	for r.pending.len() > 0 && r.pending.peek(0).placeholder() {
+		r.settle(r.popPending(), nil)
+	}
+}
+
+// closeConn starts tearing the connection down; onClosed finishes.
+func (r *router) closeConn(err error) {
+	if r.conn == nil || r.closing {
+		return
+	}
+	if err != ErrStopped {
+		r.log(LogLevelWarning, "(%s) closing the connection: %s", r.addr, err)
+	}
+	r.closing = true
+	r.conn.teardown(err)
+}
+
+// onClosed settles everything the closed connection held: what was written
+// and not answered has an unknown outcome.
+func (r *router) onClosed(c *Conn) {
+	if c != r.conn {
+		return // cannot happen: one connection at a time
+	}
+	err := c.closeErr()
+	if !r.closing {
+		r.log(LogLevelError, "(%s) connection lost: %s", r.addr, err)
+	}
+	for _, tx := range r.refused {
+		r.complete(tx, tx.Error)
+	}
+	clear(r.refused)
+	r.refused = r.refused[:0]
+	r.unprepare()
+	for r.pending.len() > 0 {
+		r.settle(r.popPending(), unknownOutcome(err))
+	}
+	r.conn, r.connected, r.closing = nil, false, false
+}
+
+// expire ends Stop's wait: what is queued fails as never sent, the
+// connection is closed (what it holds fails as unknown), a connection
+// attempt is cancelled.
+func (r *router) expire() {
+	r.expired = true
+	n := r.queue.len() + r.pending.len()
+	if n > 0 || r.carrying > 0 {
+		r.log(LogLevelWarning, "(%s) stop_timeout (%s): %d publishes still unanswered, results for %d doneChans not taken",
+			r.addr, r.config.StopTimeout, n, r.carrying)
+	}
+	if r.connecting {
+		r.cancelConnect()
+	}
+	r.closeConn(errStopTimeout)
+	close(r.abandonChan) // couriers drop what they still carry
+}
+
+// complete records a transaction's outcome and delivers it: at once when its
+// doneChan has room, else through that channel's courier, which keeps its
+// results in order without ever blocking the router. Its room under the
+// pending limits is released once it is delivered.
+func (r *router) complete(tx *ProducerTransaction, err error) {
+	tx.Error = err
+	r.count(tx, err)
+	ch := tx.doneChan
+	// Once sent, tx belongs to its receiver: what the release needs is read
+	// before.
+	var rel roomRelease
+	rel.add(tx)
+	switch {
+	case tx.internal:
+		ch <- tx // capacity 1 and ours: never blocks
+	case ch == nil:
+	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
+		// Behind the results the courier still holds, also after
+		// stop_timeout (it drops them then): never ahead of them.
+		return // released when delivered or dropped
+	case r.expired:
+		select {
+		case ch <- tx:
+		default:
+			r.log(LogLevelError, "(%s) result dropped after stop_timeout: doneChan not read (error: %v)", r.addr, err)
+		}
+	default:
+		select {
+		case ch <- tx:
+		default:
+			if r.couriers == nil {
+				r.couriers = make(map[chan *ProducerTransaction]*courier)
+			}
+			c := &courier{ch: ch, done: r.courierDoneChan, abandon: r.abandonChan, limit: r.limit, logs: r.logs}
+			c.q.pushBack(tx)
+			r.couriers[ch] = c
+			r.carrying++
+			go c.run()
+			return // released when delivered
+		}
+	}
+	r.release.merge(rel)
+}
+
+// count adds a completed transaction to the stats.
+func (r *router) count(tx *ProducerTransaction, err error) {
+	if tx.kind == kindNOP || tx.kind == kindBarrier {
+		return
+	}
+	s := r.stats
+	var perr ErrProtocol
+	switch {
+	case err == nil:
+		n := tx.messages()
+		s.published.Add(uint64(n))
+		if tx.kind == kindMPUB {
+			s.publishedBytes.Add(uint64(tx.size - 4 - 4*int64(n)))
+		} else {
+			s.publishedBytes.Add(uint64(tx.size))
+		}
+	case errors.Is(err, ErrUnknownOutcome): // E_MPUB_FAILED included
+		s.unknown.Add(uint64(tx.messages()))
+	case errors.Is(err, ErrNeverSent):
+		s.neverSent.Add(uint64(tx.messages()))
+	case errors.As(err, &perr):
+		s.addNsqdError(perr.Code())
+	}
+}
+
+// courier delivers, in order, the results for one doneChan that was full.
+type courier struct {
+	ch chan *ProducerTransaction
+
+	// Set at creation, read-only.
+	done    chan<- *courier // told when the courier has finished
+	abandon <-chan struct{} // closed when Stop's wait runs out: drop everything
+	limit   *pendingLimit   // where delivered results' room goes back
+	logs    *logSink
+
+	mu       sync.Mutex
+	q        txQueue // guarded by mu
+	finished bool    // guarded by mu: the courier has finished and takes nothing more
+}
+
+// carry hands a result to the courier; false if it has finished.
+func (c *courier) carry(tx *ProducerTransaction) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished {
+		return false
+	}
+	c.q.pushBack(tx)
+	return true
+}
+
+func (c *courier) run() {
+	defer func() { c.done <- c }()
+	for {
+		c.mu.Lock()
+		if c.q.len() == 0 {
+			c.finished = true
+			c.mu.Unlock()
+			return
+		}
+		tx := c.q.peek(0)
+		c.mu.Unlock()
+		var rel roomRelease
+		rel.add(tx) // before the send: then tx is its receiver's
+		select {
+		case c.ch <- tx:
+			c.mu.Lock()
+			c.q.popFront()
+			c.mu.Unlock()
+			rel.to(c.limit)
+		case <-c.abandon:
+			c.mu.Lock()
+			c.finished = true
+			dropped := c.q.len()
+			var rel roomRelease
+			for c.q.len() > 0 {
+				rel.add(c.q.popFront())
+			}
+			c.mu.Unlock()
+			rel.to(c.limit)
+			c.logs.log(LogLevelError, "(%s) %d results dropped after stop_timeout: doneChan not read", c.logs.addr, dropped)
+			return
+		}
+	}
+}
+
+// learn records the limit an error from nsqd states, and returns it.
+func (r *router) learn(perr ErrProtocol) (maxMsg, maxBody int64) {
+	code := perr.Code()
+	if code != "E_BAD_MESSAGE" && code != "E_BAD_BODY" {
+		return 0, 0
+	}
+	i := strings.LastIndex(perr.Reason, " > ")
+	if i < 0 {
+		return 0, 0
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(perr.Reason[i+3:]), 10, 64)
+	if err != nil || limit <= 0 {
+		return 0, 0
+	}
+	switch {
+	case strings.Contains(perr.Reason, "message too big"):
+		r.learned.maxMsg.Store(limit)
+		return limit, 0
+	case strings.Contains(perr.Reason, "body too big"):
+		r.learned.maxBody.Store(limit)
+		return 0, limit
+	}
+	return 0, 0
+}
+
+// groupExceeds reports whether one of the first n pending transactions has
+// a body over limit.
+func groupExceeds(q *txQueue, n int, limit int64) bool {
+	for i := 0; i < n; i++ {
+		if int64(len(q.peek(i).body)) > limit {
+			return true
+		}
+	}
+	return false
+}
