@@ -47,6 +47,8 @@ func leakIgnores() []goleak.Option {
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+		goleak.IgnoreAnyFunction("testing/synctest.Test"),                // the goroutine that runs a bubble
+		goleak.IgnoreAnyFunction("testing/synctest.testingSynctestTest"), // the bubble's root
 	}
 }
 
