@@ -3,12 +3,20 @@ package nsq
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,7 +32,8 @@ import (
 
 // The hostile-server simulation. A scripted fake nsqd (fakensqd, on the
 // in-memory network) takes, at every protocol step (after the magic, after
-// IDENTIFY, after the snappy upgrade, after each command), an action chosen
+// IDENTIFY, before the TLS handshake, after the TLS, snappy or deflate
+// upgrade, after each command), an action chosen
 // by a seed or by the fuzzer's bytes: answer, answer late, send a heartbeat
 // first, answer a fatal error and close, close, reset, send half a frame,
 // stall, send an unexpected frame. Meanwhile callers mix every kind of
@@ -173,7 +182,7 @@ func (k simOpKind) ctx() bool   { return k == opPublishCtx || k == opMPubCtx || 
 
 type simPlan struct {
 	cfg         []any // option/value pairs for testConfig
-	snappy      bool
+	tls         bool
 	hostility   int // percent of the fake's steps that are hostile
 	stopAfter   time.Duration
 	stopTimeout time.Duration
@@ -200,7 +209,7 @@ func pick[T any](r *rand.Rand, xs ...T) T { return xs[r.IntN(len(xs))] }
 
 func newSimPlan(r *rand.Rand) *simPlan {
 	p := &simPlan{
-		snappy:      r.IntN(3) == 0,
+		tls:         r.IntN(5) == 0,
 		hostility:   pick(r, 5, 15, 30, 60),
 		stopAfter:   time.Duration(r.IntN(600)) * time.Millisecond,
 		stopTimeout: pick(r, 50*time.Millisecond, 300*time.Millisecond, 2*time.Second),
@@ -218,7 +227,15 @@ func newSimPlan(r *rand.Rand) *simPlan {
 		"max_pending", pick(r, 2, 8, 65536),
 		"auto_batch", r.IntN(4) != 0,
 		"max_batch_messages", pick(r, 2, 512),
-		"snappy", p.snappy,
+	}
+	switch r.IntN(4) {
+	case 0:
+		p.cfg = append(p.cfg, "snappy", true)
+	case 1:
+		p.cfg = append(p.cfg, "deflate", true, "deflate_level", 1+r.IntN(9))
+	}
+	if p.tls {
+		p.cfg = append(p.cfg, "tls_v1", true)
 	}
 	for range 1 + r.IntN(4) {
 		c := simCallerPlan{doneCap: pick(r, 0, 1, 1000)}
@@ -377,7 +394,11 @@ func (r *simRun) run() {
 	r.srvWG.Add(1)
 	go r.acceptLoop()
 
-	p, err := NewProducer(r.srv.Addr(), testConfig(r.t, r.plan.cfg...))
+	cfg := testConfig(r.t, r.plan.cfg...)
+	if r.plan.tls {
+		cfg.TlsConfig = &tls.Config{InsecureSkipVerify: true} // the fake's certificate is self-signed
+	}
+	p, err := NewProducer(r.srv.Addr(), cfg)
 	if err != nil {
 		r.t.Fatalf("simulation seed %d: NewProducer: %v", r.seed, err)
 	}
@@ -407,8 +428,15 @@ func (r *simRun) run() {
 		r.tracef("Stop returned after %s", time.Since(stopStart))
 	case <-time.After(r.plan.stopTimeout + slack):
 		r.violate("Stop did not return within stop_timeout (%s) + %s", r.plan.stopTimeout, slack)
-		r.report()
-		return // the bubble reports the goroutines blocked for good
+		r.tracef("goroutines of the producer:\n%s", producerStacks())
+		select {
+		case <-stopped:
+			r.violate("Stop returned after %s", time.Since(stopStart))
+		case <-time.After(time.Hour):
+			r.violate("Stop did not return within an hour")
+			r.report()
+			return // the bubble reports the goroutines blocked for good
+		}
 	}
 
 	callersDone := make(chan struct{})
@@ -446,6 +474,20 @@ func (r *simRun) run() {
 
 	r.check()
 	r.report()
+}
+
+// producerStacks returns the stacks of the goroutines running the
+// package's own code, to show where a producer is stuck.
+func producerStacks() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "nsqkit/go-nsq.(*") && !strings.Contains(g, "(*simRun)") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
 
 func (r *simRun) report() {
@@ -529,13 +571,44 @@ var (
 	fatalReasons = map[string][]string{
 		"magic":    {"E_BAD_PROTOCOL unsupported protocol version"},
 		"IDENTIFY": {"E_BAD_BODY IDENTIFY failed to decode JSON body", "E_INVALID cannot IDENTIFY in current state"},
-		"upgrade":  {"E_INVALID snappy upgrade failed"},
+		"upgrade":  {"E_INVALID upgrade failed"},
 		"publish": {"E_BAD_MESSAGE PUB bad message", "E_PUB_FAILED PUB failed", "E_MPUB_FAILED MPUB failed",
 			"E_BAD_TOPIC PUB topic name is not valid", "E_BAD_BODY MPUB invalid body size", "E_INVALID invalid command",
 			"E_BAD_MESSAGE PUB message too big 1000000 > 999999"},
 	}
 	delays = []time.Duration{time.Millisecond, 20 * time.Millisecond, 150 * time.Millisecond, time.Second, 6 * time.Second}
 )
+
+var simTLS struct {
+	once   sync.Once
+	config *tls.Config
+}
+
+// simTLSConfig returns the fake's TLS configuration: a self-signed ECDSA
+// certificate valid from 1990 to 2200 (a synctest bubble's clock starts in
+// 2000), made once.
+func simTLSConfig() *tls.Config {
+	simTLS.once.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1),
+			Subject:      pkix.Name{CommonName: "fakensqd"},
+			NotBefore:    time.Date(1990, 1, 1, 0, 0, 0, 0, time.UTC),
+			NotAfter:     time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		}
+		der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			panic(err)
+		}
+		simTLS.config = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	})
+	return simTLS.config
+}
 
 // serve plays nsqd on one connection, taking a hostile action at each step
 // with the plan's probability.
@@ -586,16 +659,39 @@ func (r *simRun) serve(sc *simConn, c *fakensqd.Conn) {
 		r.end(sc, c, "close")
 		return
 	}
+	// The fake usually grants what the client asks for.
 	resp := fakensqd.DefaultIdentifyResponse()
-	grant := req["snappy"] == true && ch.IntN(4) != 3
-	resp["snappy"] = grant
+	grantTLS := req["tls_v1"] == true && ch.IntN(6) != 5
+	grantSnappy := req["snappy"] == true && ch.IntN(6) != 5
+	grantDeflate := req["deflate"] == true && ch.IntN(6) != 5
+	resp["tls_v1"], resp["snappy"], resp["deflate"] = grantTLS, grantSnappy, grantDeflate
 	js, _ := json.Marshal(resp)
 	if !r.act(sc, c, ch, "IDENTIFY", fakensqd.AppendFrame(nil, fakensqd.FrameTypeResponse, js), nil) {
 		return
 	}
-	if grant {
-		if err := c.UpgradeSnappy(); err != nil {
-			r.violate("conn#%d: snappy upgrade: %v", sc.id, err)
+	if grantTLS {
+		if !r.act(sc, c, ch, "TLS handshake", nil, nil) {
+			return
+		}
+		if err := c.UpgradeTLS(simTLSConfig()); err != nil {
+			r.tracef("conn#%d: %v", sc.id, err)
+			r.end(sc, c, "close")
+			return
+		}
+		if !r.act(sc, c, ch, "upgrade", frameOK, nil) {
+			return
+		}
+	}
+	if grantSnappy || grantDeflate {
+		var err error
+		if grantSnappy {
+			err = c.UpgradeSnappy()
+		} else {
+			level, _ := req["deflate_level"].(float64)
+			err = c.UpgradeDeflate(int(level))
+		}
+		if err != nil {
+			r.violate("conn#%d: compression upgrade: %v", sc.id, err)
 			r.end(sc, c, "close")
 			return
 		}

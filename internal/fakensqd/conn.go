@@ -1,6 +1,8 @@
 package fakensqd
 
 import (
+	"compress/flate"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,11 +37,18 @@ type Conn struct {
 
 	buf []byte // owned by the reading goroutine: bytes read, not yet consumed
 
-	// After UpgradeSnappy: the reader and writer of the snappy stream over
-	// nc; nil before. r is owned by the reading goroutine, w is guarded by
-	// wmu.
+	// After UpgradeTLS: the TLS connection over nc, which reads and writes
+	// go through (nc is still what Close and Reset close). Written by the
+	// reading goroutine under wmu.
+	sec *tls.Conn
+	// After UpgradeSnappy or UpgradeDeflate: the decompressing reader and
+	// the compressing writer over the stream; nil before. r is owned by the
+	// reading goroutine, w is guarded by wmu.
 	r io.Reader
-	w *snappy.Writer
+	w interface {
+		io.Writer
+		Flush() error
+	}
 
 	wmu sync.Mutex // serializes writes
 }
@@ -122,22 +131,76 @@ func (c *Conn) TryWrite(b []byte) error {
 	return nil
 }
 
+// UpgradeTLS performs the server side of a TLS handshake with config, as
+// nsqd does after an IDENTIFY answer with "tls_v1": true; from then on the
+// Conn reads and writes through TLS. nsqd then sends an OK, encrypted:
+// write it (or do something else, to test the client). It never fails the
+// test; it gives up after the read timeout.
+func (c *Conn) UpgradeTLS(config *tls.Config) error {
+	if !c.begin("UpgradeTLS") {
+		return errors.New("fakensqd: UpgradeTLS on a Conn that already failed")
+	}
+	defer c.end()
+	if len(c.buf) > 0 {
+		return fmt.Errorf("fakensqd: conn #%d: UpgradeTLS: %d bytes read before the upgrade are still unread%s", c.id, len(c.buf), c.partial())
+	}
+	sec := tls.Server(c.nc, config)
+	sec.SetDeadline(c.deadline(c.timeout()))
+	if err := sec.Handshake(); err != nil {
+		return fmt.Errorf("fakensqd: conn #%d: TLS handshake: %w", c.id, c.explain(err, "TLS handshake"))
+	}
+	sec.SetDeadline(time.Time{})
+	c.wmu.Lock()
+	c.sec = sec
+	c.wmu.Unlock()
+	return nil
+}
+
 // UpgradeSnappy switches the connection to snappy framing both ways, as
 // nsqd does after an IDENTIFY answer with "snappy": true. nsqd then sends
 // an OK, compressed: write it with [Conn.OK] or [Conn.TryWrite] (or do
 // something else, to test the client). It never fails the test. Bytes the
 // client sent before the switch must all have been read.
 func (c *Conn) UpgradeSnappy() error {
-	if !c.begin("UpgradeSnappy") {
-		return errors.New("fakensqd: UpgradeSnappy on a Conn that already failed")
+	return c.compress("UpgradeSnappy", func(r io.Reader) io.Reader { return snappy.NewReader(r) },
+		func(w io.Writer) interface {
+			io.Writer
+			Flush() error
+		} {
+			return snappy.NewBufferedWriter(w)
+		})
+}
+
+// UpgradeDeflate is [Conn.UpgradeSnappy] for deflate, as nsqd does after
+// an IDENTIFY answer with "deflate": true, compressing at level.
+func (c *Conn) UpgradeDeflate(level int) error {
+	return c.compress("UpgradeDeflate", func(r io.Reader) io.Reader { return flate.NewReader(r) },
+		func(w io.Writer) interface {
+			io.Writer
+			Flush() error
+		} {
+			fw, err := flate.NewWriter(w, level)
+			if err != nil {
+				fw, _ = flate.NewWriter(w, flate.DefaultCompression)
+			}
+			return fw
+		})
+}
+
+func (c *Conn) compress(op string, reader func(io.Reader) io.Reader, writer func(io.Writer) interface {
+	io.Writer
+	Flush() error
+}) error {
+	if !c.begin(op) {
+		return errors.New("fakensqd: " + op + " on a Conn that already failed")
 	}
 	defer c.end()
 	if len(c.buf) > 0 {
-		return fmt.Errorf("fakensqd: conn #%d: UpgradeSnappy: %d bytes read before the upgrade are still unread%s", c.id, len(c.buf), c.partial())
+		return fmt.Errorf("fakensqd: conn #%d: %s: %d bytes read before the upgrade are still unread%s", c.id, op, len(c.buf), c.partial())
 	}
-	c.r = snappy.NewReader(c.nc)
+	c.r = reader(c.stream())
 	c.wmu.Lock()
-	c.w = snappy.NewBufferedWriter(c.nc)
+	c.w = writer(c.stream())
 	c.wmu.Unlock()
 	return nil
 }
@@ -477,15 +540,26 @@ func (c *Conn) write(op string, b []byte) {
 	}
 }
 
-// writeLocked writes b whole, through the snappy layer after UpgradeSnappy.
+// stream returns what reads and writes go through: the TLS connection
+// after UpgradeTLS, nc before. Called by the reading goroutine, or under
+// wmu.
+func (c *Conn) stream() net.Conn {
+	if c.sec != nil {
+		return c.sec
+	}
+	return c.nc
+}
+
+// writeLocked writes b whole, through the TLS and compression layers once
+// they are set up.
 func (c *Conn) writeLocked(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.nc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+	if err := c.stream().SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
 		return err
 	}
 	if c.w == nil {
-		_, err := c.nc.Write(b)
+		_, err := c.stream().Write(b)
 		return err
 	}
 	if _, err := c.w.Write(b); err != nil {
@@ -534,11 +608,11 @@ func (c *Conn) readN(n int, deadline time.Time) ([]byte, error) {
 
 // fill reads once from the socket into c.buf.
 func (c *Conn) fill(deadline time.Time) error {
-	if err := c.nc.SetReadDeadline(deadline); err != nil {
+	if err := c.stream().SetReadDeadline(deadline); err != nil {
 		return err
 	}
 	c.buf = slices.Grow(c.buf, max(4096, len(c.buf)))
-	var r io.Reader = c.nc
+	var r io.Reader = c.stream()
 	if c.r != nil {
 		r = c.r
 	}
