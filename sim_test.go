@@ -306,6 +306,8 @@ type simRun struct {
 	srvWG  sync.WaitGroup
 	runEnd chan struct{} // closed once the producer has stopped: stalled conns end
 
+	published  uint64 // Stats().Published once Stop returned
+	okMsgs     uint64 // messages in the commands the fake answered OK
 	stopCalled atomic.Bool
 	dropped    atomic.Int64 // results the producer dropped after stop_timeout, from its log
 
@@ -438,6 +440,14 @@ func (r *simRun) run() {
 			return // the bubble reports the goroutines blocked for good
 		}
 	}
+
+	// Nothing is left pending, and the stats count no more successes than
+	// nsqd answered OK, no fewer than the callers saw.
+	st := p.Stats()
+	if st.Pending != 0 || st.PendingBytes != 0 {
+		r.violate("after Stop, Stats says %d publishes (%d bytes) pending", st.Pending, st.PendingBytes)
+	}
+	r.published = st.Published
 
 	callersDone := make(chan struct{})
 	go func() { callers.Wait(); close(callersDone) }()
@@ -793,6 +803,9 @@ func (r *simRun) answered(sc *simConn, rec *simCmd, answer string) {
 	defer r.mu.Unlock()
 	rec.answer = answer
 	sc.answered = true
+	if answer == "OK" {
+		r.okMsgs += uint64(len(rec.msgs))
+	}
 	r.traceLocked("conn#%d answered %s %s: %s", sc.id, rec.name, strings.Join(shortBodies(rec.msgs), ","), answer)
 }
 
@@ -1070,6 +1083,15 @@ func (r *simRun) check() {
 		default:
 			v("%s: an outcome that does not classify: %v", what, err)
 		}
+	}
+	okMsgs, seen := r.okMsgs, uint64(0)
+	for _, call := range r.calls {
+		if call.hasResult && call.result == nil && call.accepted {
+			seen += uint64(len(call.texts))
+		}
+	}
+	if r.published > okMsgs || r.published < seen {
+		v("Stats().Published is %d: the fake answered OK to %d messages, the callers saw %d succeed", r.published, okMsgs, seen)
 	}
 	if d := r.dropped.Load(); missing != d {
 		v("%d async results never arrived, but the producer logged %d dropped after stop_timeout", missing, d)
