@@ -10,7 +10,10 @@
 // first publish (or [Producer.Ping]). A Producer is safe for concurrent use;
 // all its callers share one connection. If the connection fails, the next
 // publish reconnects, with exponential backoff and jitter between failed
-// attempts (Config.ReconnectBackoff up to Config.MaxReconnectBackoff).
+// attempts (Config.ReconnectBackoff up to Config.MaxReconnectBackoff). A
+// connection that ends within 5 seconds without nsqd having answered
+// anything on it counts as a failed attempt, as one that could not be made:
+// what waits for it fails with [ErrNeverSent].
 // [Producer.Stop] refuses new publishes with [ErrStopped], waits (up to
 // Config.StopTimeout) for nsqd's answers to everything already accepted, then
 // closes the connection; no goroutine outlives it.
@@ -60,10 +63,14 @@
 // ones fail with ErrUnknownOutcome.)
 //
 // nsqd does not announce its size limits, but states them when it refuses a
-// body ("E_BAD_MESSAGE PUB message too big 2000 > 1024"): from then on the
-// producer refuses larger bodies at the call with [ErrTooLarge], and of an
-// automatic batch refused for one too big message, only that one fails. Invalid input is refused at the call, before it can
-// reach the connection other publishes share: an invalid topic name
+// body ("E_BAD_MESSAGE PUB message too big 2000 > 1024"): then the larger
+// bodies already queued fail with [ErrTooLarge] (and [ErrNeverSent]), larger
+// ones are refused at the call until the next connection is made (it may
+// reach an nsqd with other limits), and of an automatic batch refused for
+// one too big message, only that one fails.
+//
+// Invalid input is refused at the call, before it can reach the connection
+// other publishes share: an invalid topic name
 // ([ErrInvalidTopic]; nsqd would otherwise publish "PUB a b" to topic "a"),
 // an empty body ([ErrEmptyBody]), a body over Config.MaxMsgSize or an MPUB
 // over Config.MaxBodySize ([ErrTooLarge]), a delay outside

@@ -288,7 +288,7 @@ func (p *Producer) check(kind txKind, topic string, delay time.Duration, body []
 		return 0, fmt.Errorf("%w: MPUB body of %d bytes is over max_body_size (%d)", ErrTooLarge, size, max)
 	}
 	if max := p.learned.maxBody.Load(); max > 0 && size > max {
-		return 0, fmt.Errorf("%w: MPUB body of %d bytes is over nsqd's --max-body-size (%d, from an earlier answer of nsqd)", ErrTooLarge, size, max)
+		return 0, learnedTooBig("MPUB body", size, "--max-body-size", max)
 	}
 	return size, nil
 }
@@ -311,7 +311,7 @@ func (p *Producer) checkBody(body []byte, i int) error {
 		return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, which(), len(body), max)
 	}
 	if max := p.learned.maxMsg.Load(); max > 0 && int64(len(body)) > max {
-		return learnedTooBig(which(), len(body), max)
+		return learnedTooBig(which(), int64(len(body)), "--max-msg-size", max)
 	}
 	return nil
 }
@@ -342,12 +342,17 @@ func (p *Producer) start() {
 // learnedLimits holds nsqd's size limits as its error texts revealed them
 // ("E_BAD_MESSAGE PUB message too big 2000 > 1024"); 0 while unknown. nsqd
 // does not announce them, and a publish over them costs the connection (and
-// the commands pipelined on it), so later ones are refused at the call.
+// the commands pipelined on it), so publishes over them are refused at the
+// call until the next connection: that one may reach an nsqd restarted with
+// other limits, or another nsqd behind the same address. The router writes
+// them; the publishing calls read them.
 type learnedLimits struct {
 	maxMsg  atomic.Int64 // --max-msg-size
 	maxBody atomic.Int64 // --max-body-size
 }
 
-func learnedTooBig(which string, size int, max int64) error {
-	return fmt.Errorf("%w: %s of %d bytes is over nsqd's --max-msg-size (%d, from an earlier answer of nsqd)", ErrTooLarge, which, size, max)
+// learnedTooBig is the error of a publish over a limit nsqd stated: which
+// (of size bytes) is over nsqd's flag, max.
+func learnedTooBig(which string, size int64, flag string, max int64) error {
+	return fmt.Errorf("%w: %s of %d bytes is over nsqd's %s (%d, as nsqd stated on the last connection)", ErrTooLarge, which, size, flag, max)
 }

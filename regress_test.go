@@ -1,7 +1,10 @@
 package nsq
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
 	"github.com/stretchr/testify/assert"
@@ -126,25 +129,118 @@ func TestStatsCountAResentBatchHeadOnce(t *testing.T) {
 	assert.Equal(t, uint64(3), st.BatchedMessages)
 }
 
-// Bug 11, order after stop_timeout: a result completed after Stop's wait
-// ran out was sent straight to its doneChan, ahead of older results of the
-// same channel that its courier still held (and might still deliver).
-func TestCompleteAfterStopTimeoutNeverOvertakesACourier(t *testing.T) {
-	p, err := NewProducer("127.0.0.1:1", NewConfig())
-	require.NoError(t, err)
-	p.SetLogger(nil, LogLevelError)
-	r := newRouter(p)
-	r.expired = true
+// Bug 1: a Conn whose OnClose reached the router before its connection
+// result was installed anyway, dead: nothing was written or answered again,
+// publishers filled max_pending and Stop never returned. A server that
+// answers IDENTIFY and closes did it within a few connections. Every
+// publish must complete, and Stop must return.
+func TestConnClosedBeforeInstalledIsNeverUsed(t *testing.T) {
+	s := fakensqd.New(t)
+	// No backoff: many connections, quickly.
+	p := newTestProducer(t, s.Addr(), testConfig(t, "reconnect_backoff", 0, "max_reconnect_backoff", 0))
+	done := make(chan *ProducerTransaction, 1)
+	for i := range 100 {
+		require.NoError(t, p.PublishAsync("t", []byte("x"), done, i))
+		c := s.Accept()
+		c.Handshake(nil)
+		c.Close()
+		tx := recvWithin(t, done, fmt.Sprintf("the result of publish %d", i))
+		require.ErrorIs(t, tx.Error, ErrNotConnected, "publish %d", i)
+	}
+	within(t, hangGuard, "Stop", p.Stop)
+}
 
-	ch := make(chan *ProducerTransaction, 1) // has room now
-	older, newer := &ProducerTransaction{doneChan: ch}, &ProducerTransaction{doneChan: ch}
-	c := &courier{ch: ch}
-	c.q.pushBack(older) // not delivered yet
-	r.couriers = map[chan *ProducerTransaction]*courier{ch: c}
+// Bug 2: a successful handshake reset the failure count, so a server that
+// accepts and then closes made the producer reconnect in a hot loop. A
+// connection that ends before nsqd answered anything on it (and within
+// provingTime) is a failed attempt: the next waits for the backoff.
+func TestConnEndingBeforeAnAnswerBacksOff(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), testConfig(t,
+		"reconnect_backoff", "1h", "max_reconnect_backoff", "1h", "stop_timeout", "100ms"))
+	done := make(chan *ProducerTransaction, 2)
+	require.NoError(t, p.PublishAsync("t", []byte("first"), done))
+	c := s.Accept()
+	c.Handshake(nil)
+	c.Close()
+	assert.ErrorIs(t, recvWithin(t, done, "the first result").Error, ErrNotConnected)
 
-	r.complete(newer, nil)
-	assert.Zero(t, len(ch), "the newer result overtook the courier's")
-	require.Equal(t, 2, c.q.len())
-	assert.Same(t, older, c.q.peek(0))
-	assert.Same(t, newer, c.q.peek(1))
+	// Within the backoff: no connection attempt; Stop's deadline fails it.
+	require.NoError(t, p.PublishAsync("t", []byte("second"), done))
+	within(t, hangGuard, "Stop", p.Stop)
+	second := recvWithin(t, done, "the second result").Error
+	assert.ErrorIs(t, second, ErrNeverSent)
+	assert.ErrorIs(t, second, errStopTimeout, "no attempt was made within the backoff")
+	st := p.Stats()
+	assert.Equal(t, uint64(1), st.Connects)
+	assert.Zero(t, st.ConnectFailures, "no second attempt")
+}
+
+// Bug 8: after one nsqd said "too big 2000 > 1024", every later 2000-byte
+// publish was refused at the call, forever, even on a new connection to an
+// nsqd restarted with a larger limit. The limit lives with the connection
+// that stated it; bodies over it that were queued then fail at once.
+func TestLearnedLimitLivesWithItsConnection(t *testing.T) {
+	const reason = "E_BAD_MESSAGE PUB message too big 2000 > 1024"
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+	big := make([]byte, 2000)
+
+	done := make(chan *ProducerTransaction, 2)
+	require.NoError(t, p.PublishAsync("t", big, done, "refused"))
+	c := s.Accept()
+	c.Handshake(nil)
+	assert.Len(t, c.ExpectPublish().Body, 2000)
+	// Queued behind it, unsent, when nsqd states its limit.
+	require.NoError(t, p.PublishAsync("t", big, done, "queued"))
+	waitAccepted(t, p)
+	c.Error(reason)
+	c.Close()
+	assert.Equal(t, ErrProtocol{Reason: reason}, recvWithin(t, done, "the refused one").Error)
+	queued := recvWithin(t, done, "the queued one").Error
+	assert.ErrorIs(t, queued, ErrTooLarge)
+	assert.ErrorIs(t, queued, ErrNeverSent)
+
+	// nsqd restarted with a larger limit.
+	s.Go(func(c *fakensqd.Conn) {
+		c.Handshake(nil)
+		c.ServePublishes(2)
+	})
+	require.NoError(t, publishWithin(t, p, "t", "small")) // the new connection is in use
+	within(t, hangGuard, "Publish", func() { require.NoError(t, p.Publish("t", big)) })
+	s.Wait()
+}
+
+// Sim finding F5: at stop_timeout the queue failed before the closing
+// connection handed its prepared batch (older) back, so a doneChan got a
+// newer result before an older one. Results stay in order.
+func TestStopTimeoutKeepsResultsInOrder(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), testConfig(t, "stop_timeout", "100ms"))
+	done := make(chan *ProducerTransaction, 4)
+
+	require.NoError(t, p.PublishAsync("a", []byte("A"), done, "A"))
+	c := s.Accept()
+	c.Handshake(nil)
+	c.ExpectPublish()
+	require.NoError(t, p.PublishAsync("b", []byte("B"), done, "B"))
+	c.ExpectPublish()
+	// Two writes await answers that never come: C waits in the next batch,
+	// a Flush barrier behind it stops that batch, D waits in the queue.
+	require.NoError(t, p.PublishAsync("c", []byte("C"), done, "C"))
+	// The Flush gives up at once; its barrier stays in the queue.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, p.Flush(ctx), context.DeadlineExceeded)
+	require.NoError(t, p.PublishAsync("d", []byte("D"), done, "D"))
+	waitAccepted(t, p)
+
+	within(t, hangGuard, "Stop", p.Stop)
+	var got []any
+	for range 4 {
+		tx := recvWithin(t, done, "result")
+		assert.ErrorIs(t, tx.Error, ErrNotConnected)
+		got = append(got, tx.Args[0])
+	}
+	assert.Equal(t, []any{"A", "B", "C", "D"}, got)
 }

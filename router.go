@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -41,19 +42,27 @@ type router struct {
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
 	stopChan        <-chan struct{}             // closed by Stop
-	responseChan    chan []byte                 // response frames of the current Conn (unbuffered: keeps order)
-	errorChan       chan []byte                 // error frames of the current Conn (unbuffered: keeps order)
+	responseChan    chan connFrame              // response frames of a Conn (unbuffered: keeps order)
+	errorChan       chan connFrame              // error frames of a Conn (unbuffered: keeps order)
 	closeChan       chan *Conn                  // a Conn has closed and its goroutines have exited
 	connectChan     chan connectResult          // a connection attempt has ended
 	courierDoneChan chan *courier               // a courier has finished
 	abandonChan     chan struct{}               // closed when Stop's wait runs out: couriers give up
 	exitChan        chan<- struct{}             // closed when the router has exited (the Producer's)
 
-	conn          *Conn              // the connection in use; nil when there is none
-	connected     bool               // conn has finished its handshake
-	closing       bool               // conn is being torn down; its OnClose is awaited
-	connecting    bool               // a connection attempt is running
-	cancelConnect context.CancelFunc // cancels it
+	// The connection in use. Every event of a Conn is matched to the one it
+	// comes from: conn, or the attempt still connecting.
+	conn        *Conn     // the connection in use; nil when there is none
+	connected   bool      // conn has finished its handshake
+	closing     bool      // conn is being torn down; its OnClose is awaited
+	connectedAt time.Time // when conn was installed
+	proven      bool      // nsqd has answered a publish on conn
+
+	connecting     bool               // a connection attempt is running
+	attempt        *Conn              // its Conn; its goroutines may run before its result comes
+	attemptClosed  bool               // attempt's OnClose came before its result: never installed
+	attemptRefused bool               // attempt sent a frame before any command: torn down
+	cancelConnect  context.CancelFunc // cancels it
 
 	queue   txQueue // accepted, not yet prepared for the write goroutine, oldest first
 	pending txQueue // handed to the write goroutine, awaiting nsqd's answer, oldest first
@@ -99,6 +108,31 @@ type connectResult struct {
 	err  error
 }
 
+// connFrame is a frame's data, with the Conn that read it.
+type connFrame struct {
+	c    *Conn
+	data []byte
+}
+
+// provingTime is how long a connection must live, when nsqd has not
+// answered any publish on it, for its end not to count as a failed
+// connection attempt: a server that accepts and then closes must not make
+// the producer reconnect in a hot loop.
+const provingTime = 5 * time.Second
+
+// invariantPanics makes a state the router believes impossible panic, in
+// tests; elsewhere it is logged at ERR level.
+var invariantPanics = testing.Testing()
+
+// impossible reports a broken invariant.
+func (r *router) impossible(format string, args ...any) {
+	msg := fmt.Sprintf("nsq: router invariant broken: "+format, args...)
+	if invariantPanics {
+		panic(msg)
+	}
+	r.log(LogLevelError, "(%s) %s", r.addr, msg)
+}
+
 // newRouter returns the router of p, ready to run.
 func newRouter(p *Producer) *router {
 	r := &router{
@@ -111,8 +145,8 @@ func newRouter(p *Producer) *router {
 		transactionChan: p.transactionChan,
 		stopChan:        p.stopChan,
 		exitChan:        p.exitChan,
-		responseChan:    make(chan []byte),
-		errorChan:       make(chan []byte),
+		responseChan:    make(chan connFrame),
+		errorChan:       make(chan connFrame),
 		closeChan:       make(chan *Conn, 1),
 		connectChan:     make(chan connectResult, 1),
 		courierDoneChan: make(chan *courier),
@@ -135,9 +169,11 @@ func (r *router) log(lvl LogLevel, format string, args ...any) {
 // on the Conn's goroutines.
 type producerConnDelegate struct{ r *router }
 
-func (d producerConnDelegate) OnResponse(c *Conn, data []byte) { d.r.responseChan <- data }
-func (d producerConnDelegate) OnError(c *Conn, data []byte)    { d.r.errorChan <- data }
-func (d producerConnDelegate) OnIOError(c *Conn, err error)    {}
+func (d producerConnDelegate) OnResponse(c *Conn, data []byte) {
+	d.r.responseChan <- connFrame{c, data}
+}
+func (d producerConnDelegate) OnError(c *Conn, data []byte) { d.r.errorChan <- connFrame{c, data} }
+func (d producerConnDelegate) OnIOError(c *Conn, err error) {}
 func (d producerConnDelegate) OnHeartbeat(c *Conn) {
 	d.r.stats.heartbeats.Add(1)
 	d.r.log(LogLevelDebug, "(%s) heartbeat received", d.r.addr)
@@ -174,10 +210,14 @@ func (r *router) run() {
 					more = false
 				}
 			}
-		case data := <-r.responseChan:
-			r.onResponse(data)
-		case data := <-r.errorChan:
-			r.onErrorFrame(data)
+		case f := <-r.responseChan:
+			if r.fromConn(f) {
+				r.onResponse(f.data)
+			}
+		case f := <-r.errorChan:
+			if r.fromConn(f) {
+				r.onErrorFrame(f.data)
+			}
 		case c := <-r.closeChan:
 			r.onClosed(c)
 		case res := <-r.connectChan:
@@ -206,9 +246,10 @@ func (r *router) run() {
 // and there is no connection, a write when the connection is idle, and, once
 // stopping with nothing left to answer, the close.
 func (r *router) advance() {
-	if r.expired {
-		// Past Stop's deadline nothing more is sent (a closed connection
-		// hands its unsent batch back to the queue).
+	if r.expired && r.conn == nil {
+		// Past Stop's deadline nothing more is sent. What is queued fails
+		// once the connection has closed: it settled what it held, older
+		// than the queue, and handed its unsent batch back to the queue.
 		r.failQueue(neverSent(errStopTimeout))
 	}
 	r.popQueuedPlaceholders()
@@ -271,18 +312,15 @@ func (r *router) armTimer() {
 	r.timer.Reset(time.Until(at))
 }
 
+// accept queues a transaction the Producer handed over.
 func (r *router) accept(tx *ProducerTransaction) {
-	if r.expired {
-		r.settle(tx, neverSent(errStopTimeout))
-		return
-	}
 	r.queue.pushBack(tx)
 }
 
 func (r *router) startConnect() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r.connecting, r.cancelConnect = true, cancel
 	c := NewConn(r.addr, r.config, producerConnDelegate{r})
+	r.connecting, r.attempt, r.attemptClosed, r.attemptRefused, r.cancelConnect = true, c, false, false, cancel
 	c.logf = r.logs.log
 	r.log(LogLevelInfo, "(%s) connecting to nsqd", r.addr)
 	go func() {
@@ -292,19 +330,60 @@ func (r *router) startConnect() {
 }
 
 func (r *router) onConnected(res connectResult) {
-	r.connecting = false
-	r.cancelConnect()
-	if res.err != nil {
-		r.stats.connectFailures.Add(1)
-		r.failures++
-		wait := reconnectBackoff(r.config, r.failures)
-		r.retryAt = time.Now().Add(wait)
-		r.log(LogLevelError, "(%s) error connecting to nsqd - %s (next attempt in %s at the earliest)", r.addr, res.err, wait.Round(time.Millisecond))
-		r.failQueue(neverSent(res.err))
+	if res.conn != r.attempt {
+		r.impossible("a connection result for a Conn that is not the attempt")
 		return
 	}
-	r.conn, r.connected, r.failures = res.conn, true, 0
+	c := res.conn
+	r.connecting, r.attempt = false, nil
+	r.cancelConnect()
+	err := res.err
+	if err == nil && r.attemptClosed {
+		// Its goroutines have exited already: installing it would leave
+		// the producer with a connection that never answers.
+		err = fmt.Errorf("nsq: connection closed before its first use: %w", c.closeErr())
+	}
+	if err != nil {
+		r.stats.connectFailures.Add(1)
+		r.failed("error connecting to nsqd - %s", err)
+		return
+	}
+	r.conn, r.connected, r.closing = c, true, r.attemptRefused
+	r.connectedAt, r.proven = time.Now(), false
+	// The limits nsqd stated lived with the connection it stated them on:
+	// this one may reach an nsqd restarted with others, or another one.
+	r.learned.maxMsg.Store(0)
+	r.learned.maxBody.Store(0)
 	r.stats.connects.Add(1)
+}
+
+// failed records a failed connection attempt, or a connection that ended
+// before it proved itself: the next attempt waits for the backoff, and what
+// is queued fails as never sent.
+func (r *router) failed(format string, err error) {
+	r.failures++
+	wait := reconnectBackoff(r.config, r.failures)
+	r.retryAt = time.Now().Add(wait)
+	r.log(LogLevelError, "(%s) "+format+" (next attempt in %s at the earliest)", r.addr, err, wait.Round(time.Millisecond))
+	r.failQueue(neverSent(err))
+}
+
+// fromConn reports whether f comes from the connection in use, to be
+// handled. A frame from the attempt still connecting comes before any
+// command was written, so it breaks the protocol: the attempt is torn down
+// (and never used). A frame from any other Conn cannot come: a Conn's
+// frames all come before its OnClose, after which the router forgets it.
+func (r *router) fromConn(f connFrame) bool {
+	switch f.c {
+	case r.conn:
+		return true
+	case r.attempt:
+		r.attemptRefused = true
+		f.c.teardown(&FrameError{Reason: fmt.Sprintf("nsqd sent %q before any command", f.data)})
+	default:
+		r.impossible("a frame from a Conn that is neither in use nor connecting")
+	}
+	return false
 }
 
 // failQueue fails, in order, every transaction not yet prepared.
@@ -350,16 +429,11 @@ func (r *router) prepare() {
 	if len(r.prep) == 0 {
 		r.group = -1
 	}
-	maxMsg := r.learned.maxMsg.Load()
 	for r.queue.len() > 0 {
 		tx := r.queue.popFront()
 		if tx.ctx != nil && tx.ctx.Err() != nil {
 			r.settle(tx, neverSent(context.Cause(tx.ctx)))
 			continue
-		}
-		if tx.settled == nil && maxMsg > 0 && (tx.kind == kindPUB || tx.kind == kindDPUB) && int64(len(tx.body)) > maxMsg {
-			// Accepted before nsqd told us its limit.
-			tx.settled = neverSent(learnedTooBig("message body", len(tx.body), maxMsg))
 		}
 		if tx.kind == kindNOP {
 			r.pings = append(r.pings, tx)
@@ -461,6 +535,7 @@ func (r *router) onResponse(data []byte) {
 		r.closeConn(&FrameError{Reason: "nsqd answered OK with no command pending"})
 		return
 	}
+	r.proven = true
 	head := r.pending.peek(0)
 	r.stats.addLatency(r.stats.now() - head.sentAt)
 	for n := head.n; n > 0; n-- {
@@ -482,6 +557,7 @@ func (r *router) onErrorFrame(data []byte) {
 		r.closeConn(fmt.Errorf("nsq: nsqd sent an error with no command pending: %w", perr))
 		return
 	}
+	r.proven = true
 	head := r.pending.peek(0)
 	n := head.n
 	code := perr.Code()
@@ -503,7 +579,7 @@ func (r *router) onErrorFrame(data []byte) {
 				blamed = true
 				tx.settled = perr
 			default:
-				tx.settled = neverSent(learnedTooBig("message body", len(tx.body), learnedMsg))
+				tx.settled = neverSent(learnedTooBig("message body", int64(len(tx.body)), "--max-msg-size", learnedMsg))
 			}
 			retry.pushBack(tx)
 		}
@@ -552,7 +628,36 @@ func (r *router) onErrorFrame(data []byte) {
 	}
 	r.unprepare()
 	r.queue.prependAll(&retry)
+	if learnedMsg > 0 || learnedBody > 0 {
+		r.settleOverLimits()
+	}
 	r.closeConn(perr)
+}
+
+// settleOverLimits settles, in the queue, the publishes over the limits
+// nsqd has just stated (accepted before it did): each would cost the next
+// connection for a refusal known already.
+func (r *router) settleOverLimits() {
+	maxMsg, maxBody := r.learned.maxMsg.Load(), r.learned.maxBody.Load()
+	for i := 0; i < r.queue.len(); i++ {
+		tx := r.queue.peek(i)
+		if tx.placeholder() {
+			continue
+		}
+		switch {
+		case tx.kind == kindMPUB && maxBody > 0 && tx.size > maxBody:
+			tx.settled = neverSent(learnedTooBig("MPUB body", tx.size, "--max-body-size", maxBody))
+		case tx.kind == kindMPUB && maxMsg > 0:
+			for _, b := range tx.bodies { // a sync MPUB's; an async one's are encoded
+				if int64(len(b)) > maxMsg {
+					tx.settled = neverSent(learnedTooBig("message body", int64(len(b)), "--max-msg-size", maxMsg))
+					break
+				}
+			}
+		case tx.kind != kindMPUB && maxMsg > 0 && int64(len(tx.body)) > maxMsg:
+			tx.settled = neverSent(learnedTooBig("message body", int64(len(tx.body)), "--max-msg-size", maxMsg))
+		}
+	}
 }
 
 // popPlaceholders completes the placeholders (Flush barriers, settled
@@ -577,10 +682,17 @@ func (r *router) closeConn(err error) {
 }
 
 // onClosed settles everything the closed connection held: what was written
-// and not answered has an unknown outcome.
+// and not answered has an unknown outcome. A connection that ended before
+// it proved itself counts as a failed attempt.
 func (r *router) onClosed(c *Conn) {
-	if c != r.conn {
-		return // cannot happen: one connection at a time
+	switch c {
+	case r.conn:
+	case r.attempt:
+		r.attemptClosed = true // its result, still to come, is a failure
+		return
+	default:
+		r.impossible("OnClose of a Conn that is neither in use nor connecting")
+		return
 	}
 	err := c.closeErr()
 	if !r.closing {
@@ -596,6 +708,12 @@ func (r *router) onClosed(c *Conn) {
 		r.settle(r.popPending(), unknownOutcome(err))
 	}
 	r.conn, r.connected, r.closing = nil, false, false
+	switch {
+	case r.proven || time.Since(r.connectedAt) >= provingTime:
+		r.failures = 0
+	case !errors.Is(err, ErrStopped): // not Stop's own close
+		r.failed("connection ended before nsqd answered on it - %s", err)
+	}
 }
 
 // expire ends Stop's wait: what is queued fails as never sent, the
