@@ -20,9 +20,9 @@ var (
 	_ func(*Producer, string, []byte) error                                                           = (*Producer).Publish
 	_ func(*Producer, string, [][]byte) error                                                         = (*Producer).MultiPublish
 	_ func(*Producer, string, time.Duration, []byte) error                                            = (*Producer).DeferredPublish
-	_ func(*Producer, string, []byte, chan *ProducerTransaction, ...interface{}) error                = (*Producer).PublishAsync
-	_ func(*Producer, string, [][]byte, chan *ProducerTransaction, ...interface{}) error              = (*Producer).MultiPublishAsync
-	_ func(*Producer, string, time.Duration, []byte, chan *ProducerTransaction, ...interface{}) error = (*Producer).DeferredPublishAsync
+	_ func(*Producer, string, []byte, chan *ProducerTransaction, ...any) error                = (*Producer).PublishAsync
+	_ func(*Producer, string, [][]byte, chan *ProducerTransaction, ...any) error              = (*Producer).MultiPublishAsync
+	_ func(*Producer, string, time.Duration, []byte, chan *ProducerTransaction, ...any) error = (*Producer).DeferredPublishAsync
 	_ func(*Producer) error                                                                           = (*Producer).Ping
 	_ func(*Producer)                                                                                 = (*Producer).Stop
 	_ func(*Producer) string                                                                          = (*Producer).String
@@ -33,7 +33,7 @@ var (
 	_ logger = (*log.Logger)(nil)
 
 	_ func() *Config                                = NewConfig
-	_ func(*Config, string, interface{}) error      = (*Config).Set
+	_ func(*Config, string, any) error      = (*Config).Set
 	_ func(*Config) error                           = (*Config).Validate
 	_ func(*ConfigFlag, string) error               = (*ConfigFlag).Set
 	_ func(*ConfigFlag) string                      = (*ConfigFlag).String
@@ -49,7 +49,7 @@ var (
 	_ func(string, []byte) *Command                  = Publish
 	_ func(string, [][]byte) (*Command, error)       = MultiPublish
 	_ func(string, time.Duration, []byte) *Command   = DeferredPublish
-	_ func(map[string]interface{}) (*Command, error) = Identify
+	_ func(map[string]any) (*Command, error) = Identify
 	_ func(string) (*Command, error)                 = Auth
 	_ func() *Command                                = Nop
 	_ func(io.Reader) ([]byte, error)                = ReadResponse
@@ -83,7 +83,7 @@ var (
 
 // The fields code sets or reads, with go-nsq's types.
 var (
-	_ = ProducerTransaction{Error: error(nil), Args: []interface{}(nil)}
+	_ = ProducerTransaction{Error: error(nil), Args: []any(nil)}
 	_ = ErrIdentify{Reason: ""}
 	_ = ErrProtocol{Reason: ""}
 	_ = Command{Name: []byte(nil), Params: [][]byte(nil), Body: []byte(nil)}
