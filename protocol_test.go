@@ -62,7 +62,7 @@ func be32(n int) string {
 }
 
 func TestCommandWire(t *testing.T) {
-	ident, err := Identify(map[string]interface{}{"b": 1, "a": "x"})
+	ident, err := Identify(map[string]any{"b": 1, "a": "x"})
 	require.NoError(t, err)
 	auth, err := Auth("s3cret")
 	require.NoError(t, err)
