@@ -864,7 +864,7 @@ func (r *simRun) record(sc *simConn, cmd fakensqd.Command) *simCmd {
 	r.traceLocked("conn#%d got %s %s %s", sc.id, rec.name, rec.topic, strings.Join(shortBodies(rec.msgs), ","))
 	for _, m := range rec.msgs {
 		if strings.Contains(m, "!") {
-			r.violations = append(r.violations, fmt.Sprintf("conn#%d: %s carried a body the caller had reused after its call returned (or its result arrived): %.40q", sc.id, rec.name, m))
+			r.violations = append(r.violations, fmt.Sprintf("conn#%d: %s carried a body the caller had reused (overwritten with '!') after its call returned or its result arrived", sc.id, rec.name))
 			continue
 		}
 		b := r.bodies[m]
