@@ -120,8 +120,13 @@ func FuzzSimulation(f *testing.F) {
 	})
 }
 
-// runSimSeed runs one seeded schedule.
+// runSimSeed runs one seeded schedule. With -v it names the seed first: a
+// panic of the producer (a state it believes impossible) ends the test
+// binary, and the last seed named is the one to rerun.
 func runSimSeed(t *testing.T, seed uint64, verbose bool) {
+	if testing.Verbose() && *simDuration == 0 {
+		fmt.Printf("simulation: seed %d\n", seed)
+	}
 	plan := newSimPlan(rand.New(rand.NewPCG(seed, 0)))
 	runSim(t, seed, plan, func(conn int) chooser {
 		return rand.New(rand.NewPCG(seed, uint64(conn)+1))
