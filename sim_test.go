@@ -446,14 +446,6 @@ func (r *simRun) run() {
 		}
 	}
 
-	// Nothing is left pending, and the stats count no more successes than
-	// nsqd answered OK, no fewer than the callers saw.
-	st := p.Stats()
-	if st.Pending != 0 || st.PendingBytes != 0 {
-		r.violate("after Stop, Stats says %d publishes (%d bytes) pending", st.Pending, st.PendingBytes)
-	}
-	r.published = st.Published
-
 	callersDone := make(chan struct{})
 	go func() { callers.Wait(); close(callersDone) }()
 	select {
@@ -463,6 +455,14 @@ func (r *simRun) run() {
 		r.report()
 		return
 	}
+	// Nothing is left pending (once no call is in progress: a call racing
+	// Stop takes room before it sees ErrStopped), and the stats count no
+	// more successes than nsqd answered OK, no fewer than the callers saw.
+	st := p.Stats()
+	if st.Pending != 0 || st.PendingBytes != 0 {
+		r.violate("after Stop, Stats says %d publishes (%d bytes) pending", st.Pending, st.PendingBytes)
+	}
+	r.published = st.Published
 	// No goroutine of the producer survives Stop. Wait first for every
 	// goroutine of the bubble to be blocked or gone: one that has signalled
 	// its exit may still be returning.

@@ -30,6 +30,10 @@ type Conn struct {
 	id int      // 1 for the server's first connection; 0 for a dead Conn
 	nc net.Conn // nil for a dead Conn
 
+	// How a failure ends the caller: failFatal for a Conn from Accept,
+	// failScript for one a Go script got (set before the script runs).
+	mode failMode
+
 	readTimeout atomic.Int64           // time.Duration; <= 0: no deadline
 	failed      atomic.Bool            // a check failed: every method is a no-op
 	closeReason atomic.Pointer[string] // why the fake closed nc; nil while open
@@ -503,7 +507,7 @@ func (c *Conn) fail(op, format string, args ...any) {
 	c.s.t.Helper()
 	c.failed.Store(true)
 	c.closeWith("the script failed")
-	c.s.fail(fmt.Sprintf("fakensqd: conn #%d: %s: %s", c.id, op, fmt.Sprintf(format, args...)))
+	c.s.fail(c.mode, fmt.Sprintf("fakensqd: conn #%d: %s: %s", c.id, op, fmt.Sprintf(format, args...)))
 }
 
 // closeWith closes the socket unless it is closed already, remembering why
