@@ -117,6 +117,10 @@ const (
 	stateClosed
 )
 
+// errNotWritten is what the write goroutine reports for a request it took
+// after its connection was torn down: not a byte of it was written.
+var errNotWritten = fmt.Errorf("%w: nothing written", ErrClosing)
+
 // writeRequest is one unit of work for the write goroutine: a batch of
 // producer transactions, or one command. The result of writing and
 // flushing it is sent on done, when there is one, which has room for it;
@@ -661,7 +665,15 @@ func (c *Conn) writeLoop() {
 	for {
 		select {
 		case req := <-c.writeChan:
-			err := c.encodeAndFlush(req)
+			var err error
+			select {
+			case <-c.exitChan:
+				// Taken after teardown (select chose at random): none of
+				// it is written, and the router must know.
+				err = errNotWritten
+			default:
+				err = c.encodeAndFlush(req)
+			}
 			if req.done != nil {
 				req.done <- err
 			}

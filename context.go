@@ -9,10 +9,21 @@ import (
 // is accepted (while the producer waits for room under Config.MaxPending),
 // it returns ctx's error and nothing is sent. If ctx ends while it waits for
 // nsqd's answer, including while the producer is still connecting (dial,
-// IDENTIFY, TLS, AUTH), it returns at once with an error for which
-// errors.Is(err, ctx.Err()) holds; the publish goes on without its caller:
-// it is not sent if it has not been written yet, and may succeed if it has.
-// A connection attempt is shared by every publish, so it goes on too.
+// IDENTIFY, TLS, AUTH), it returns early with an error for which
+// errors.Is(err, ctx.Err()) holds, and which says what became of the
+// publish:
+//
+//   - errors.Is(err, ErrNeverSent): it was not written (or nsqd refused the
+//     command before it and executed neither), and it never will be;
+//     publishing it again is safe.
+//   - errors.Is(err, ErrUnknownOutcome): it was written; nsqd may store it
+//     (its answer is still matched to it, and counted in Stats).
+//
+// When ctx ends while the body is being written, the call returns once the
+// write goroutine is done with it (within Config.WriteTimeout per MiB), so
+// that body may be reused as soon as the call returns, in every case. (If
+// nsqd's answer comes first, the call returns it.) A connection attempt is
+// shared by every publish, so it goes on.
 func (p *Producer) PublishContext(ctx context.Context, topic string, body []byte) error {
 	return p.publishSync(ctx, kindPUB, topic, 0, body, nil)
 }

@@ -45,6 +45,7 @@ type Producer struct {
 	stats   producerStats // behind Stats
 
 	transactionChan chan *ProducerTransaction // accepted publishes, to the router
+	withdrawChan    chan *ProducerTransaction // sync publishes whose context ended, to the router
 	stopChan        chan struct{}             // closed by Stop
 	exitChan        chan struct{}             // closed when the router has exited
 }
@@ -64,6 +65,7 @@ func NewProducer(addr string, config *Config) (*Producer, error) {
 		addr:            addr,
 		config:          *config,
 		transactionChan: make(chan *ProducerTransaction, 1024),
+		withdrawChan:    make(chan *ProducerTransaction),
 		stopChan:        make(chan struct{}),
 		exitChan:        make(chan struct{}),
 	}
@@ -204,9 +206,22 @@ func (p *Producer) do(ctx context.Context, tx *ProducerTransaction) error {
 	select {
 	case <-tx.doneChan:
 	case <-ctx.Done(): // nil, never ready, for a call without a context
-		// The transaction stays queued or in flight and completes on its
-		// own; the router never recycles it, so it is left to the GC.
-		return &waitError{ctx: ctx}
+		if tx.kind == kindBarrier {
+			// A Flush leaves its barrier behind: it completes on its own,
+			// and the router never recycles it, so it is left to the GC.
+			return &ctxError{ctx: ctx}
+		}
+		// The router answers with what it knows: not sent (and now never
+		// will be), or written. It answers once the write goroutine is
+		// done with the body, which the caller may then reuse. It may
+		// still hold tx afterwards (or be reading it, when the result came
+		// first): tx is left to the GC.
+		select {
+		case p.withdrawChan <- tx:
+			<-tx.doneChan
+			return tx.Error
+		case <-tx.doneChan: // completed meanwhile
+		}
 	}
 	err := tx.Error
 	putSyncTx(tx)
@@ -316,19 +331,40 @@ func (p *Producer) checkBody(body []byte, i int) error {
 	return nil
 }
 
-// waitError is returned by a context call whose context ended before nsqd
-// answered. The publish itself goes on: it may still be published.
-type waitError struct{ ctx context.Context }
-
-func (e *waitError) Error() string {
-	return "nsq: stopped waiting for nsqd's answer, the publish may still succeed: " + context.Cause(e.ctx).Error()
+// ctxError is the error of a context call whose context ended before
+// nsqd answered. class says what happened to the publish: ErrNeverSent
+// (not written, and now never sent), ErrUnknownOutcome (written: it may
+// still succeed), or nil (a Flush, which sends nothing).
+type ctxError struct {
+	ctx   context.Context
+	class error
 }
 
-func (e *waitError) Unwrap() []error {
-	if cause := context.Cause(e.ctx); cause != e.ctx.Err() {
-		return []error{e.ctx.Err(), cause}
+func (e *ctxError) Error() string {
+	var what string
+	switch e.class {
+	case ErrNeverSent:
+		what = "nsq: context ended before the publish was written; it is not sent: "
+	case ErrUnknownOutcome:
+		what = "nsq: context ended after the publish was written, before nsqd answered; it may still succeed: "
+	default:
+		what = "nsq: stopped waiting: "
 	}
-	return []error{e.ctx.Err()}
+	return what + context.Cause(e.ctx).Error()
+}
+
+// Unwrap returns the class, the context's error and, when it differs, the
+// cause the context was cancelled with.
+func (e *ctxError) Unwrap() []error {
+	errs := make([]error, 0, 3)
+	if e.class != nil {
+		errs = append(errs, e.class)
+	}
+	errs = append(errs, e.ctx.Err())
+	if cause := context.Cause(e.ctx); cause != e.ctx.Err() {
+		errs = append(errs, cause)
+	}
+	return errs
 }
 
 // start launches the router; it runs until Stop. Called once, under mu

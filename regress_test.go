@@ -1,8 +1,11 @@
 package nsq
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -243,4 +246,99 @@ func TestStopTimeoutKeepsResultsInOrder(t *testing.T) {
 		got = append(got, tx.Args[0])
 	}
 	assert.Equal(t, []any{"A", "B", "C", "D"}, got)
+}
+
+// Bug 3 and item 2: a context call prepared behind two writes in flight,
+// whose context ended, was written afterwards, with the bytes the caller
+// had put in its buffer since. It is never handed to the writer, and the
+// call says so: ErrNeverSent, beside the context's error.
+func TestContextEndedBeforeHandoffIsNeverSent(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+	done := make(chan *ProducerTransaction, 2)
+	require.NoError(t, p.PublishAsync("a", []byte("a"), done))
+	c := s.Accept()
+	c.Handshake(nil)
+	assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
+	require.NoError(t, p.PublishAsync("b", []byte("b"), done))
+	assert.Equal(t, "b", bodyOf(c.ExpectPublish()))
+
+	// Two writes await answers: these wait for the next batch.
+	ctx, cancel := context.WithCancel(t.Context())
+	body, bodies := []byte("ctx"), [][]byte{[]byte("ctx1"), []byte("ctx2")}
+	res := make(chan error, 2)
+	go func() { res <- p.PublishContext(ctx, "c", body) }()
+	go func() { res <- p.MultiPublishContext(ctx, "c", bodies) }()
+	waitPendingCount(t, p, 4)
+	cancel()
+	for range 2 {
+		err := recvWithin(t, res, "the cancelled call")
+		assert.ErrorIs(t, err, ErrNeverSent)
+		assert.ErrorIs(t, err, context.Canceled)
+	}
+	// The caller reuses its buffers.
+	copy(body, "!!!")
+	copy(bodies[0], "!!!!")
+
+	c.OK()
+	c.OK()
+	after := publishInBackground(p, "d", "after")
+	assert.Equal(t, "after", bodyOf(c.ExpectPublish()), "the cancelled publishes were sent")
+	c.OK()
+	assert.NoError(t, recvWithin(t, after, "Publish"))
+	for range 2 {
+		assert.NoError(t, recvWithin(t, done, "result").Error)
+	}
+	assert.Equal(t, uint64(3), p.Stats().NeverSent, "a PUB and an MPUB of 2")
+}
+
+// waitPendingCount waits until n publishes hold room under the pending
+// limits, and the router has taken them from its inbox.
+func waitPendingCount(t *testing.T, p *Producer, n int64) {
+	t.Helper()
+	within(t, hangGuard, "publishes to be accepted", func() {
+		for p.Stats().Pending < n {
+			runtime.Gosched()
+		}
+	})
+	waitAccepted(t, p)
+}
+
+// Bug 7 and item 2: a context call returned when its context ended while
+// the write goroutine was still copying its body to the socket; the caller
+// changed the body, and nsqd received the caller's new bytes. The call
+// returns once the writer is done with the body, and says the publish was
+// written: ErrUnknownOutcome, beside the context's error.
+func TestContextCallNeverReturnsWhileItsBodyIsWritten(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+	body := bytes.Repeat([]byte("b"), 16<<20)
+	ctx, cancel := context.WithCancel(t.Context())
+	res := make(chan error, 1)
+	go func() {
+		err := p.PublishContext(ctx, "big", body)
+		// The caller may reuse it now. (From the end: the part a writer
+		// still busy with it would read last.)
+		for i := len(body) - 1; i >= 0; i-- {
+			body[i] = '!'
+		}
+		res <- err
+	}()
+	c := s.Accept()
+	c.Handshake(nil)
+	nc := c.NetConn()
+	nc.SetReadDeadline(time.Now().Add(hangGuard))
+	wire := make([]byte, len("PUB big\n")+4+len(body))
+	_, err := io.ReadFull(nc, wire[:1]) // the write goroutine has begun
+	require.NoError(t, err)
+	cancel() // while most of the body is still to be written
+	_, err = io.ReadFull(nc, wire[1:])
+	require.NoError(t, err)
+	assert.Equal(t, "PUB big\n", string(wire[:8]))
+	assert.Equal(t, -1, bytes.IndexByte(wire[12:], '!'), "nsqd received bytes the caller wrote after the call returned")
+
+	err = recvWithin(t, res, "PublishContext")
+	assert.ErrorIs(t, err, ErrUnknownOutcome)
+	assert.ErrorIs(t, err, context.Canceled)
+	c.OK() // it is stored after all
 }

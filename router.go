@@ -42,6 +42,8 @@ type router struct {
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
 	stopChan        <-chan struct{}             // closed by Stop
+	withdrawChan    <-chan *ProducerTransaction // sync publishes whose context ended (the Producer's)
+	writtenChan     chan error                  // the write goroutine is done with a batch: the error of writing it
 	responseChan    chan connFrame              // response frames of a Conn (unbuffered: keeps order)
 	errorChan       chan connFrame              // error frames of a Conn (unbuffered: keeps order)
 	closeChan       chan *Conn                  // a Conn has closed and its goroutines have exited
@@ -85,9 +87,17 @@ type router struct {
 	spare []*ProducerTransaction // the batch the write goroutine had before; reused
 	pings []*ProducerTransaction // Pings to write with prep; the write goroutine completes them
 
-	refused []*ProducerTransaction // refused by nsqd; completed once the connection has closed
+	refused []*ProducerTransaction // refused by nsqd (settled holds why); completed once the connection has closed
 
 	writesInFlight int // batches handed to the write goroutine and not fully answered
+
+	// Batches are numbered from 1 as they are handed to the write goroutine;
+	// it reports on writtenChan, in order, when it is done with each.
+	handed    uint64                 // the last batch handed
+	written   uint64                 // the last batch the write goroutine is done with
+	unwritten uint64                 // the first batch it reported not written at all (its Conn was closed); 0: none
+	withdrawn []*ProducerTransaction // handed sync publishes whose context ended, until the write goroutine is done with them
+	prepCtx   int                    // transactions in prep with a context: checked before each handoff
 
 	batchBytes int // largest automatic MPUB body; shrinks if nsqd refuses one as too big
 
@@ -144,6 +154,8 @@ func newRouter(p *Producer) *router {
 		stats:           &p.stats,
 		transactionChan: p.transactionChan,
 		stopChan:        p.stopChan,
+		withdrawChan:    p.withdrawChan,
+		writtenChan:     make(chan error, maxWritesInFlight+1),
 		exitChan:        p.exitChan,
 		responseChan:    make(chan connFrame),
 		errorChan:       make(chan connFrame),
@@ -198,18 +210,16 @@ func (r *router) run() {
 			writeChan = r.conn.writeChan
 		}
 		select {
-		case writeChan <- writeRequest{txs: r.prep, nops: r.pings}:
+		case writeChan <- writeRequest{txs: r.prep, nops: r.pings, done: r.writtenChan}:
 			r.handedOff()
+		case err := <-r.writtenChan:
+			r.onWritten(err)
+		case tx := <-r.withdrawChan:
+			r.acceptAll() // tx may still be in the inbox
+			r.withdraw(tx)
 		case tx := <-r.transactionChan:
 			r.accept(tx)
-			for more := true; more; {
-				select {
-				case tx := <-r.transactionChan:
-					r.accept(tx)
-				default:
-					more = false
-				}
-			}
+			r.acceptAll()
 		case f := <-r.responseChan:
 			if r.fromConn(f) {
 				r.onResponse(f.data)
@@ -263,6 +273,9 @@ func (r *router) advance() {
 			r.prepare()
 		}
 	}
+	if r.prepCtx > 0 {
+		r.dropEnded()
+	}
 	if r.draining && r.conn != nil && !r.closing && r.quiet() {
 		r.closeConn(ErrStopped)
 	}
@@ -315,6 +328,18 @@ func (r *router) armTimer() {
 // accept queues a transaction the Producer handed over.
 func (r *router) accept(tx *ProducerTransaction) {
 	r.queue.pushBack(tx)
+}
+
+// acceptAll accepts what waits in the inbox.
+func (r *router) acceptAll() {
+	for {
+		select {
+		case tx := <-r.transactionChan:
+			r.accept(tx)
+		default:
+			return
+		}
+	}
 }
 
 func (r *router) startConnect() {
@@ -432,13 +457,14 @@ func (r *router) prepare() {
 	for r.queue.len() > 0 {
 		tx := r.queue.popFront()
 		if tx.ctx != nil && tx.ctx.Err() != nil {
-			r.settle(tx, neverSent(context.Cause(tx.ctx)))
+			r.settle(tx, &ctxError{ctx: tx.ctx, class: ErrNeverSent})
 			continue
 		}
 		if tx.kind == kindNOP {
 			r.pings = append(r.pings, tx)
 			continue
 		}
+		tx.stage = stagePrepared
 		if tx.placeholder() {
 			// Not sent: it completes, in order, once everything before it
 			// has.
@@ -463,12 +489,18 @@ func (r *router) prepare() {
 				head.groupSize += 4 + int64(len(tx.body))
 				tx.n = 0 // it may have headed a command on an earlier connection
 				r.prep = append(r.prep, tx)
+				if tx.ctx != nil {
+					r.prepCtx++
+				}
 				continue
 			}
 		}
 		tx.n = 1
 		r.prep = append(r.prep, tx)
 		r.group = -1
+		if tx.ctx != nil {
+			r.prepCtx++
+		}
 		if tx.kind == kindPUB && !tx.noBatch {
 			r.group = len(r.prep) - 1
 			tx.groupSize = 8 + int64(len(tx.body)) // the count, then the one sized message
@@ -490,10 +522,11 @@ func (r *router) popPending() *ProducerTransaction {
 // at the front of the queue, for the next connection.
 func (r *router) unprepare() {
 	for i := len(r.prep) - 1; i >= 0; i-- {
+		r.prep[i].stage = stageQueued
 		r.queue.pushFront(r.prep[i])
 	}
 	clear(r.prep)
-	r.prep = r.prep[:0]
+	r.prep, r.prepCtx = r.prep[:0], 0
 	for _, tx := range r.pings {
 		r.queue.pushFront(tx)
 	}
@@ -505,7 +538,10 @@ func (r *router) unprepare() {
 func (r *router) handedOff() {
 	now := r.stats.now()
 	r.pings = nil // the write goroutine's now
+	r.handed++
+	r.prepCtx = 0
 	for _, tx := range r.prep {
+		tx.stage, tx.batch = stageHanded, r.handed
 		if tx.kind == kindPUB && tx.n > 1 {
 			r.stats.batches.Add(1)
 			r.stats.batched.Add(uint64(tx.n))
@@ -616,7 +652,7 @@ func (r *router) onErrorFrame(data []byte) {
 		}
 		for ; n > 0; n-- {
 			tx := r.popPending()
-			tx.Error = err
+			tx.settled = err
 			r.refused = append(r.refused, tx)
 		}
 	}
@@ -627,6 +663,9 @@ func (r *router) onErrorFrame(data []byte) {
 		retry.pushBack(r.popPending())
 	}
 	r.unprepare()
+	for i := 0; i < retry.len(); i++ {
+		retry.peek(i).stage = stageRetry
+	}
 	r.queue.prependAll(&retry)
 	if learnedMsg > 0 || learnedBody > 0 {
 		r.settleOverLimits()
@@ -698,21 +737,121 @@ func (r *router) onClosed(c *Conn) {
 	if !r.closing {
 		r.log(LogLevelError, "(%s) connection lost: %s", r.addr, err)
 	}
+	// The write goroutine reported every batch it took before it exited.
+	for r.written < r.handed {
+		select {
+		case werr := <-r.writtenChan:
+			r.onWritten(werr)
+		default:
+			r.impossible("a closed Conn's write goroutine did not report %d batches", r.handed-r.written)
+			r.written = r.handed
+		}
+	}
+	if len(r.withdrawn) > 0 {
+		r.impossible("%d withdrawn publishes unanswered after their Conn closed", len(r.withdrawn))
+	}
 	for _, tx := range r.refused {
-		r.complete(tx, tx.Error)
+		r.complete(tx, tx.settled)
 	}
 	clear(r.refused)
 	r.refused = r.refused[:0]
 	r.unprepare()
 	for r.pending.len() > 0 {
-		r.settle(r.popPending(), unknownOutcome(err))
+		tx := r.popPending()
+		if r.neverWritten(tx) {
+			r.settle(tx, neverSent(err))
+		} else {
+			r.settle(tx, unknownOutcome(err))
+		}
 	}
-	r.conn, r.connected, r.closing = nil, false, false
+	r.conn, r.connected, r.closing, r.unwritten = nil, false, false, 0
 	switch {
 	case r.proven || time.Since(r.connectedAt) >= provingTime:
 		r.failures = 0
 	case !errors.Is(err, ErrStopped): // not Stop's own close
 		r.failed("connection ended before nsqd answered on it - %s", err)
+	}
+}
+
+// onWritten records that the write goroutine is done with the oldest batch
+// it had not reported, and answers the withdrawn publishes that waited for
+// it.
+func (r *router) onWritten(err error) {
+	r.written++
+	if r.written > r.handed {
+		r.impossible("the write goroutine reported batch %d, only %d were handed", r.written, r.handed)
+	}
+	if errors.Is(err, errNotWritten) && r.unwritten == 0 {
+		r.unwritten = r.written
+	}
+	kept := r.withdrawn[:0]
+	for _, tx := range r.withdrawn {
+		if tx.batch <= r.written {
+			r.answerWithdrawn(tx)
+		} else {
+			kept = append(kept, tx)
+		}
+	}
+	clear(r.withdrawn[len(kept):])
+	r.withdrawn = kept
+}
+
+// neverWritten reports whether no byte of tx, handed to the write goroutine,
+// was written: the goroutine took its batch after its Conn was closed.
+func (r *router) neverWritten(tx *ProducerTransaction) bool {
+	return r.unwritten != 0 && tx.batch >= r.unwritten
+}
+
+// withdraw answers a sync publish whose caller's context ended: its caller
+// returns with the answer. A publish not yet handed to the write goroutine
+// is never sent; one handed is answered once the write goroutine is done
+// with its batch, so that the caller may reuse the body when it returns.
+func (r *router) withdraw(tx *ProducerTransaction) {
+	switch {
+	case tx.stage == stageDone:
+		// Its result is on its way to the caller.
+	case (tx.stage == stageHanded || tx.stage == stageRetry) && tx.batch > r.written:
+		r.withdrawn = append(r.withdrawn, tx)
+	default:
+		r.answerWithdrawn(tx)
+	}
+}
+
+// answerWithdrawn gives the caller of a withdrawn publish its answer: what
+// is known of it now. The transaction stays where it is, and completes (for
+// the stats and the pending limits) when its turn comes.
+func (r *router) answerWithdrawn(tx *ProducerTransaction) {
+	var err error
+	switch {
+	case tx.settled != nil:
+		err = tx.settled
+	case tx.stage == stageHanded && !r.neverWritten(tx):
+		err = &ctxError{ctx: tx.ctx, class: ErrUnknownOutcome}
+	default:
+		// Not handed, or handed and not written, or written and not
+		// executed by nsqd (it refused a command before it): it will not be
+		// sent again, its context having ended.
+		err = &ctxError{ctx: tx.ctx, class: ErrNeverSent}
+	}
+	if tx.stage == stagePrepared {
+		defer r.dropEnded()
+	}
+	tx.Error, tx.withdrawn = err, true
+	tx.doneChan <- tx // capacity 1 and ours: never blocks
+}
+
+// dropEnded takes the publishes whose context has ended out of the
+// prepared batch, before it is handed off.
+func (r *router) dropEnded() {
+	if r.closing || len(r.prep) == 0 {
+		return
+	}
+	for _, tx := range r.prep {
+		if tx.ctx != nil && tx.ctx.Err() != nil {
+			r.unprepare()
+			r.prepare() // completes them
+			return
+		}
 	}
 }
 
@@ -738,13 +877,19 @@ func (r *router) expire() {
 // results in order without ever blocking the router. Its room under the
 // pending limits is released once it is delivered.
 func (r *router) complete(tx *ProducerTransaction, err error) {
-	tx.Error = err
 	r.count(tx, err)
-	ch := tx.doneChan
-	// Once sent, tx belongs to its receiver: what the release needs is read
-	// before.
 	var rel roomRelease
 	rel.add(tx)
+	if tx.withdrawn {
+		// Its caller has its result and has gone: nothing more is
+		// written to it.
+		r.release.merge(rel)
+		return
+	}
+	tx.Error, tx.stage = err, stageDone
+	ch := tx.doneChan
+	// Once sent, tx belongs to its receiver: what the release needs was read
+	// before.
 	switch {
 	case tx.internal:
 		ch <- tx // capacity 1 and ours: never blocks

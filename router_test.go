@@ -1,6 +1,9 @@
 package nsq
 
 import (
+	"bufio"
+	"errors"
+	"net"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -46,3 +49,60 @@ func TestEventsFromAnUnknownConnPanicUnderTest(t *testing.T) {
 	assert.Panics(t, func() { r.fromConn(connFrame{c: stray, data: []byte("OK")}) })
 	assert.Panics(t, func() { r.onConnected(connectResult{conn: stray}) })
 }
+
+// Bug 11, a batch taken by the write goroutine of a Conn already torn down
+// (its select chose the batch over the teardown) was reported
+// ErrUnknownOutcome though not a byte of it was written. The write
+// goroutine reports it not written, and the router fails it ErrNeverSent.
+func TestBatchTakenAfterTeardownIsNeverSent(t *testing.T) {
+	p, err := NewProducer("127.0.0.1:1", NewConfig())
+	require.NoError(t, err)
+	p.SetLogger(nil, LogLevelError)
+	r := newRouter(p)
+	c := NewConn("127.0.0.1:1", &p.config, producerConnDelegate{r})
+	c.teardown(errors.New("torn down"))
+	r.conn, r.connected, r.proven = c, true, true
+
+	tx := &ProducerTransaction{kind: kindPUB, topic: "t", body: []byte("x"), size: 1, doneChan: make(chan *ProducerTransaction, 1)}
+	r.queue.pushBack(tx)
+	r.prepare()
+	r.handedOff()
+	r.writtenChan <- errNotWritten // what the write goroutine reports for it
+	r.onClosed(c)
+	got := <-tx.doneChan
+	assert.ErrorIs(t, got.Error, ErrNeverSent)
+}
+
+// The write goroutine's side of it: a request it takes after teardown is
+// not written, and reported so.
+func TestWriteGoroutineReportsARequestTakenAfterTeardown(t *testing.T) {
+	for {
+		closed := make(chan struct{})
+		c := NewConn("pipe", NewConfig(), closeSignal(closed))
+		client, server := net.Pipe()
+		defer server.Close()
+		c.conn, c.bw = client, bufio.NewWriter(client)
+		c.state.Store(stateConnected)
+		c.teardown(errors.New("torn down"))
+		c.running.Store(1)
+		go c.writeLoop()
+		done := make(chan error, 1)
+		select {
+		case c.writeChan <- writeRequest{cmd: Nop(), done: done}:
+			assert.ErrorIs(t, <-done, errNotWritten)
+			<-closed
+			return
+		case <-closed:
+			// It chose the teardown: try again.
+		}
+	}
+}
+
+// closeSignal is a ConnDelegate that closes itself on OnClose.
+type closeSignal chan struct{}
+
+func (closeSignal) OnResponse(*Conn, []byte) {}
+func (closeSignal) OnError(*Conn, []byte)    {}
+func (closeSignal) OnIOError(*Conn, error)   {}
+func (closeSignal) OnHeartbeat(*Conn)        {}
+func (s closeSignal) OnClose(*Conn)          { close(s) }

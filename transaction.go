@@ -41,7 +41,21 @@ type ProducerTransaction struct {
 	settled     error         // known outcome, not to be sent: completes with it, in order
 	sentAt      time.Duration // on the first transaction of a written command: when it was handed to the writer
 	groupSize   int64         // on the first transaction of an automatic MPUB: its body size
+	stage       txStage       // where it is
+	batch       uint64        // the batch it was last handed to the write goroutine in
+	withdrawn   bool          // its caller's context ended and the caller has its answer: nothing more is written to it
 }
+
+// txStage is where a transaction is, from the router's point of view.
+type txStage uint8
+
+const (
+	stageQueued   txStage = iota // accepted, not prepared
+	stagePrepared                // in the next batch for the write goroutine, or a placeholder in pending
+	stageHanded                  // handed to the write goroutine, in batch
+	stageRetry                   // queued again after being handed in batch: nsqd did not execute it
+	stageDone                    // completed
+)
 
 // holdsRoom reports whether the transaction holds room under the pending
 // limits (Config.MaxPending, MaxPendingBytes) from its call until its
