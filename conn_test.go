@@ -321,3 +321,30 @@ func TestIdleProducerWithoutHeartbeatsKeepsItsConnection(t *testing.T) {
 	assert.Equal(t, uint64(1), st.Connects)
 	assert.Equal(t, uint64(0), st.Reconnects)
 }
+
+// read_timeout starts once a command is written: a write that takes longer
+// than read_timeout (nsqd slow to read a large body) is watched by
+// write_timeout alone, and the answer that follows it in time is taken.
+func TestConnReadTimeoutStartsOnceWritten(t *testing.T) {
+	const rt = 200 * time.Millisecond
+	s := fakensqd.New(t)
+	d := newConnRecorder()
+	cfg := readTimeoutConfig(rt, 100*time.Millisecond)
+	cfg.WriteTimeout = 5 * time.Second
+	conn, c := connectFake(t, s, cfg, d)
+	t.Cleanup(func() { conn.Close() })
+
+	// Small socket buffers: the write ends when nsqd has read nearly all.
+	require.NoError(t, c.NetConn().(*net.TCPConn).SetReadBuffer(64<<10))
+	require.NoError(t, conn.conn.(*net.TCPConn).SetWriteBuffer(64<<10))
+	body := make([]byte, 8<<20)
+	go func() {
+		time.Sleep(3 * rt) // nsqd does not read for a while: the write blocks
+		cmd := c.Expect("PUB")
+		assert.Len(t, cmd.Body, len(body))
+		c.OK()
+	}()
+	require.NoError(t, conn.WriteCommand(Publish("big", body)))
+	assert.Equal(t, "OK", recvWithin(t, d.responses, "OnResponse"))
+	assert.Len(t, d.ioErrors, 0)
+}
