@@ -67,7 +67,8 @@ type Conn struct {
 	addr     string
 	config   *Config
 	delegate ConnDelegate
-	logf     func(lvl LogLevel, format string, args ...any) // never nil
+	logf     func(lvl LogLevel, format string, args ...any)           // never nil
+	dial     func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP; tests on virtual time set it
 
 	// Written by connect under connMu (teardown may read it meanwhile), then
 	// read-only.
@@ -287,8 +288,12 @@ func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 }
 
 func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
-	dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
-	conn, err := dialer.DialContext(ctx, "tcp", c.addr)
+	dial := c.dial
+	if dial == nil {
+		dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }
+	}
+	conn, err := dial(ctx, c.addr)
 	if err != nil {
 		return nil, err
 	}
