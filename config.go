@@ -128,8 +128,9 @@ type Config struct {
 	// ReadTimeout is how long nsqd may take to answer: the connection is
 	// closed (and the publishes it carries fail with ErrUnknownOutcome)
 	// when nsqd has not answered the oldest unanswered command for this
-	// long, counted from its write or from the previous answer, whichever
-	// is later; or, with no command unanswered and heartbeats on, when
+	// long, counted from when it was written (a large body may take a while
+	// to write; write_timeout watches that) or from the previous answer,
+	// whichever is later; or, with no command unanswered and heartbeats on, when
 	// nsqd has sent nothing, not even a heartbeat, for this long. With no
 	// command unanswered and heartbeats off (HeartbeatInterval -1), an idle
 	// connection stays open. Default 60s, range [100ms, 5m].

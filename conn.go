@@ -67,7 +67,8 @@ type Conn struct {
 	addr     string
 	config   *Config
 	delegate ConnDelegate
-	logf     func(lvl LogLevel, format string, args ...any) // never nil
+	logf     func(lvl LogLevel, format string, args ...any)           // never nil
+	dial     func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP; tests on virtual time set it
 
 	// Written by connect under connMu (teardown may read it meanwhile), then
 	// read-only.
@@ -96,7 +97,7 @@ type Conn struct {
 
 	// The read deadline follows read_timeout's meaning: nsqd has not
 	// answered the oldest unanswered command for that long (counted from
-	// its write, or from the previous answer), or, with no command
+	// when it was written, or from the previous answer), or, with no command
 	// unanswered and heartbeats on, has sent nothing for that long. With
 	// nothing unanswered and heartbeats off there is no deadline: an idle
 	// connection stays open. The write goroutine counts the commands it
@@ -291,8 +292,12 @@ func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 }
 
 func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
-	dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
-	conn, err := dialContext(ctx, &dialer, c.addr)
+	dial := c.dial
+	if dial == nil {
+		dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return dialContext(ctx, &dialer, addr) }
+	}
+	conn, err := dial(ctx, c.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -594,16 +599,31 @@ func (c *Conn) armReadDeadline() {
 	}
 }
 
-// commandsWritten is called by the write goroutine before it writes n
-// commands nsqd answers: the first one written while none is unanswered
-// starts read_timeout.
-func (c *Conn) commandsWritten(n int) {
+// commandsWriting is called by the write goroutine before it writes n
+// commands nsqd answers. It reports whether they are the oldest unanswered
+// ones: then read_timeout starts once they are written (commandsWritten),
+// and while they are being written there is no read deadline (write_timeout
+// watches the write).
+func (c *Conn) commandsWriting(n int) (oldest bool) {
 	if n == 0 {
-		return
+		return false
 	}
 	c.rdMu.Lock()
 	c.unanswered += n
-	if c.unanswered == n {
+	oldest = c.unanswered == n
+	if oldest && c.heartbeats && !c.draining {
+		c.conn.SetReadDeadline(time.Time{}) // without heartbeats there is none already
+	}
+	c.rdMu.Unlock()
+	return oldest
+}
+
+// commandsWritten is called by the write goroutine once the oldest
+// unanswered commands are written: read_timeout starts, unless nsqd
+// answered them meanwhile.
+func (c *Conn) commandsWritten() {
+	c.rdMu.Lock()
+	if c.unanswered > 0 {
 		c.armReadDeadline()
 	}
 	c.rdMu.Unlock()
@@ -704,7 +724,7 @@ func (c *Conn) encodeAndFlush(req writeRequest) error {
 	if req.cmd != nil {
 		answers += req.cmd.answered()
 	}
-	c.commandsWritten(answers)
+	oldest := c.commandsWriting(answers)
 	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 	if req.cmd != nil {
 		req.cmd.WriteTo(c.bw)
@@ -717,6 +737,9 @@ func (c *Conn) encodeAndFlush(req writeRequest) error {
 	}
 	if err := c.flush(); err != nil {
 		return c.ioError("write", err)
+	}
+	if oldest {
+		c.commandsWritten()
 	}
 	return nil
 }

@@ -1,10 +1,16 @@
 package nsq
 
 import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"io"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
@@ -196,108 +202,229 @@ func readTimeoutConfig(readTimeout, heartbeat time.Duration) *Config {
 	return cfg
 }
 
-// noIOError fails the test if the Conn reports an I/O error within d:
-// waiting is the only way to see that nothing happens.
-func noIOError(t *testing.T, d *connRecorder, wait time.Duration, what string) {
+// pipeNsqd is a scripted nsqd at the other end of a net.Pipe, for Conn
+// tests on virtual time (testing/synctest): it answers the handshake, then
+// reads commands onto cmds until the pipe closes.
+type pipeNsqd struct {
+	nc   net.Conn
+	cmds chan string // each command's line
+}
+
+// connectPipe connects a Conn with delegate d to a pipeNsqd. It must run in
+// a synctest bubble.
+func connectPipe(t *testing.T, cfg *Config, d ConnDelegate) (*Conn, *pipeNsqd) {
 	t.Helper()
-	select {
-	case err := <-d.ioErrors:
-		t.Fatalf("%s: the connection ended: %v", what, err)
-	case <-time.After(wait):
+	client, server := net.Pipe()
+	s := &pipeNsqd{nc: server, cmds: make(chan string, 64)}
+	conn := NewConn("nsqd.test:4150", cfg, d)
+	conn.dial = func(context.Context, string) (net.Conn, error) { return client, nil }
+	go s.serve(nil)
+	_, err := conn.Connect()
+	require.NoError(t, err)
+	require.Equal(t, "IDENTIFY", <-s.cmds)
+	return conn, s
+}
+
+// serve reads the magic and then commands, answering IDENTIFY. With a
+// gate, it stops reading after IDENTIFY until the gate is closed.
+func (s *pipeNsqd) serve(gate <-chan struct{}) {
+	defer close(s.cmds)
+	br := bufio.NewReader(s.nc)
+	if _, err := io.ReadFull(br, make([]byte, 4)); err != nil { // the magic
+		return
+	}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimSuffix(line, "\n")
+		name, _, _ := strings.Cut(line, " ")
+		if name != "NOP" {
+			var size [4]byte
+			if _, err := io.ReadFull(br, size[:]); err != nil {
+				return
+			}
+			if _, err := io.CopyN(io.Discard, br, int64(binary.BigEndian.Uint32(size[:]))); err != nil {
+				return
+			}
+		}
+		if name == "IDENTIFY" {
+			s.frame(FrameTypeResponse, `{"max_rdy_count":2500}`)
+			s.cmds <- line
+			if gate != nil {
+				<-gate
+			}
+			continue
+		}
+		s.cmds <- line
 	}
 }
 
-// Issue 9, point 5: with heartbeats off, an idle connection has no read
-// deadline, and read_timeout counts from the write of a command, not from
-// the last frame received.
+// frame writes a frame to the Conn.
+func (s *pipeNsqd) frame(typ int32, data string) {
+	s.nc.Write(fakensqd.AppendFrame(nil, typ, []byte(data)))
+}
+
+// quiet reports whether the Conn reported no I/O error so far.
+func quiet(d *connRecorder) bool { return len(d.ioErrors) == 0 }
+
+// Issue 9, point 5, on virtual time: with heartbeats off, an idle
+// connection has no read deadline, and read_timeout counts from the write
+// of a command, not from the last frame received; it ends the connection
+// exactly read_timeout after an unanswered write.
 func TestConnReadTimeoutCountsFromTheWrite(t *testing.T) {
-	const rt = 200 * time.Millisecond
-	s := fakensqd.New(t)
-	d := newConnRecorder()
-	conn, c := connectFake(t, s, readTimeoutConfig(rt, -1), d)
-	t.Cleanup(func() { conn.Close() })
+	synctest.Test(t, func(t *testing.T) {
+		const rt = 200 * time.Millisecond
+		d := newConnRecorder()
+		conn, s := connectPipe(t, readTimeoutConfig(rt, -1), d)
 
-	noIOError(t, d, 3*rt, "idle without heartbeats")
+		time.Sleep(100 * rt) // idle without heartbeats
+		synctest.Wait()
+		assert.True(t, quiet(d), "idle without heartbeats")
 
-	// Answered rt/2 after the write, 3.5 rt after the last frame.
-	go func() {
-		c.Expect("PUB")
-		time.Sleep(rt / 2) // nsqd is slow to answer
-		c.OK()
-	}()
-	require.NoError(t, conn.WriteCommand(Publish("t", []byte("x"))))
-	assert.Equal(t, "OK", recvWithin(t, d.responses, "OnResponse"))
-	noIOError(t, d, 2*rt, "idle again after the answer")
+		// Answered just before rt after the write, long after the last frame.
+		require.NoError(t, conn.WriteCommand(Publish("t", []byte("x"))))
+		assert.Equal(t, "PUB t", <-s.cmds)
+		time.Sleep(rt - time.Millisecond)
+		s.frame(FrameTypeResponse, "OK")
+		assert.Equal(t, "OK", <-d.responses)
+		time.Sleep(100 * rt)
+		synctest.Wait()
+		assert.True(t, quiet(d), "idle again after the answer")
 
-	// Never answered: the connection ends after read_timeout.
-	require.NoError(t, conn.WriteCommand(Publish("t", []byte("y"))))
-	c.Expect("PUB")
-	err := recvWithin(t, d.ioErrors, "OnIOError")
-	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
-	assert.EqualError(t, err, "nsq: nsqd at "+s.Addr()+" did not answer within read_timeout (200ms): read tcp "+
-		conn.conn.LocalAddr().String()+"->"+s.Addr()+": i/o timeout")
-	recvWithin(t, d.closed, "OnClose")
+		// Never answered: the connection ends read_timeout after the write.
+		require.NoError(t, conn.WriteCommand(Publish("t", []byte("y"))))
+		assert.Equal(t, "PUB t", <-s.cmds)
+		time.Sleep(rt - time.Nanosecond)
+		synctest.Wait()
+		assert.True(t, quiet(d), "just before read_timeout")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		require.Len(t, d.ioErrors, 1)
+		err := <-d.ioErrors
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		assert.ErrorContains(t, err, "nsq: nsqd at nsqd.test:4150 did not answer within read_timeout (200ms)")
+		<-d.closed
+	})
+}
+
+// Each answer restarts read_timeout for the next unanswered command.
+func TestConnReadTimeoutRestartsAtEachAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rt = 200 * time.Millisecond
+		d := newConnRecorder()
+		conn, s := connectPipe(t, readTimeoutConfig(rt, -1), d)
+		for range 3 {
+			require.NoError(t, conn.WriteCommand(Publish("t", []byte("x"))))
+			<-s.cmds
+		}
+		for range 3 {
+			time.Sleep(rt - time.Millisecond) // 3 rt in all: each answer in time
+			s.frame(FrameTypeResponse, "OK")
+			<-d.responses
+		}
+		time.Sleep(100 * rt)
+		synctest.Wait()
+		assert.True(t, quiet(d))
+		conn.Close()
+		<-d.closed
+	})
 }
 
 // With heartbeats on, heartbeats keep an idle connection open but do not
 // stand in for the answer to a command.
 func TestConnHeartbeatsDoNotAnswerACommand(t *testing.T) {
-	const rt = 300 * time.Millisecond
-	s := fakensqd.New(t)
-	d := newConnRecorder()
-	conn, c := connectFake(t, s, readTimeoutConfig(rt, 100*time.Millisecond), d)
-	t.Cleanup(func() { conn.Close() })
-
-	heartbeat := fakensqd.AppendFrame(nil, FrameTypeResponse, []byte("_heartbeat_"))
-	serverDone := make(chan struct{})
-	published := make(chan struct{})
-	go func() {
-		defer close(serverDone)
-		for i := 0; ; i++ {
-			if i == 8 {
-				close(published)
-			}
-			c.NetConn().Write(heartbeat) // nsqd's ticker
-			cmd, err := c.TryReadCommand(time.Second)
-			if err != nil {
-				return // the client closed the connection
-			}
-			if cmd.Name == "PUB" {
-				cmd, err = c.TryReadCommand(time.Second)
-				if err != nil {
-					return
-				}
-			}
-			assert.Equal(t, "NOP", cmd.Name)
-			time.Sleep(rt / 4)
+	synctest.Test(t, func(t *testing.T) {
+		const rt = 300 * time.Millisecond
+		d := newConnRecorder()
+		conn, s := connectPipe(t, readTimeoutConfig(rt, 100*time.Millisecond), d)
+		heartbeat := func() {
+			s.frame(FrameTypeResponse, "_heartbeat_")
+			<-d.heartbeats
+			assert.Equal(t, "NOP", <-s.cmds, "the Conn answers a heartbeat")
 		}
-	}()
-	// Eight heartbeats, 2 rt: the idle connection stays open.
-	within(t, hangGuard, "eight heartbeats", func() { <-published })
-	select {
-	case err := <-d.ioErrors:
-		t.Fatalf("idle with heartbeats: the connection ended: %v", err)
-	default:
-	}
-	require.NoError(t, conn.WriteCommand(Publish("t", []byte("x"))))
-	err := recvWithin(t, d.ioErrors, "OnIOError")
-	assert.ErrorContains(t, err, "did not answer within read_timeout (300ms)")
-	recvWithin(t, d.closed, "OnClose")
-	within(t, hangGuard, "server script", func() { <-serverDone })
-	assert.GreaterOrEqual(t, len(d.heartbeats), 8)
+		for range 20 { // idle, 20 heartbeats rt/2 apart: 10 rt
+			time.Sleep(rt / 2)
+			heartbeat()
+		}
+		assert.True(t, quiet(d), "idle with heartbeats")
+
+		require.NoError(t, conn.WriteCommand(Publish("t", []byte("x"))))
+		assert.Equal(t, "PUB t", <-s.cmds)
+		time.Sleep(rt / 2)
+		heartbeat()
+		time.Sleep(rt/2 - time.Nanosecond)
+		synctest.Wait()
+		assert.True(t, quiet(d), "just before read_timeout")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		require.Len(t, d.ioErrors, 1, "read_timeout after the write, heartbeat or not")
+		assert.ErrorContains(t, <-d.ioErrors, "did not answer within read_timeout (300ms)")
+		<-d.closed
+	})
 }
 
-// With heartbeats on and nothing from nsqd, an idle connection ends after
-// read_timeout, saying so.
+// With heartbeats on and nothing from nsqd, an idle connection ends
+// read_timeout after the last frame, saying so.
 func TestConnNoHeartbeat(t *testing.T) {
-	s := fakensqd.New(t)
-	d := newConnRecorder()
-	conn, _ := connectFake(t, s, readTimeoutConfig(200*time.Millisecond, 100*time.Millisecond), d)
-	t.Cleanup(func() { conn.Close() })
-	err := recvWithin(t, d.ioErrors, "OnIOError")
-	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
-	assert.ErrorContains(t, err, "nsq: no heartbeat from nsqd at "+s.Addr()+" within read_timeout (200ms)")
-	recvWithin(t, d.closed, "OnClose")
+	synctest.Test(t, func(t *testing.T) {
+		const rt = 200 * time.Millisecond
+		d := newConnRecorder()
+		_, s := connectPipe(t, readTimeoutConfig(rt, 100*time.Millisecond), d)
+		time.Sleep(rt / 2)
+		s.frame(FrameTypeResponse, "_heartbeat_")
+		<-d.heartbeats
+		<-s.cmds // NOP
+		time.Sleep(rt - time.Nanosecond)
+		synctest.Wait()
+		assert.True(t, quiet(d))
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		require.Len(t, d.ioErrors, 1)
+		err := <-d.ioErrors
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		assert.ErrorContains(t, err, "nsq: no heartbeat from nsqd at nsqd.test:4150 within read_timeout (200ms)")
+		<-d.closed
+	})
+}
+
+// read_timeout starts once a command is written: a write that takes longer
+// than read_timeout (nsqd slow to read a large body) is watched by
+// write_timeout alone, and an answer within read_timeout of the end of the
+// write is taken.
+func TestConnReadTimeoutStartsOnceWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rt = 200 * time.Millisecond
+		d := newConnRecorder()
+		cfg := readTimeoutConfig(rt, 100*time.Millisecond)
+		cfg.WriteTimeout = 10 * rt
+		client, server := net.Pipe()
+		conn := NewConn("nsqd.test:4150", cfg, d)
+		conn.dial = func(context.Context, string) (net.Conn, error) { return client, nil }
+		s := &pipeNsqd{nc: server, cmds: make(chan string, 64)}
+		// nsqd reads the handshake at once, then stops reading for 5 rt:
+		// net.Pipe holds no bytes, so the write blocks meanwhile.
+		slow := make(chan struct{})
+		go s.serve(slow)
+		_, err := conn.Connect()
+		require.NoError(t, err)
+		require.Equal(t, "IDENTIFY", <-s.cmds)
+		written := make(chan error, 1)
+		go func() { written <- conn.WriteCommand(Publish("big", make([]byte, 1<<20))) }()
+		time.Sleep(5 * rt)
+		synctest.Wait()
+		assert.True(t, quiet(d), "no read deadline while the command is being written")
+		close(slow)
+		require.NoError(t, <-written)
+		assert.Equal(t, "PUB big", <-s.cmds)
+		time.Sleep(rt - time.Millisecond)
+		s.frame(FrameTypeResponse, "OK")
+		assert.Equal(t, "OK", <-d.responses)
+		assert.True(t, quiet(d))
+		conn.Close()
+		<-d.closed
+	})
 }
 
 // An idle producer without heartbeats keeps its connection: it is not torn
