@@ -172,13 +172,14 @@ const (
 	opDPubAsync
 	opTry
 	opFlush
+	opPing
 	opSleep
 	numOpKinds
 )
 
 var simOpNames = [...]string{"Publish", "PublishContext", "MultiPublish", "MultiPublishContext", "DeferredPublish",
 	"DeferredPublishContext", "PublishAsync", "PublishAsync(nil)", "PublishAsyncContext", "MultiPublishAsync",
-	"DeferredPublishAsync", "TryPublishAsync", "Flush", "sleep"}
+	"DeferredPublishAsync", "TryPublishAsync", "Flush", "Ping", "sleep"}
 
 func (k simOpKind) String() string { return simOpNames[k] }
 
@@ -311,10 +312,11 @@ type simRun struct {
 	srvWG  sync.WaitGroup
 	runEnd chan struct{} // closed once the producer has stopped: stalled conns end
 
-	published  uint64 // Stats().Published once Stop returned
-	okMsgs     uint64 // messages in the commands the fake answered OK
-	stopCalled atomic.Bool
-	dropped    atomic.Int64 // results the producer dropped after stop_timeout, from its log
+	published    uint64 // Stats().Published once Stop returned
+	okMsgs       uint64 // messages in the commands the fake answered OK
+	stopCalled   atomic.Bool
+	stopReturned atomic.Bool
+	dropped      atomic.Int64 // results the producer dropped after stop_timeout, from its log
 
 	mu         sync.Mutex
 	conns      []*simConn
@@ -326,15 +328,16 @@ type simRun struct {
 
 // simConn is what the fake saw of one connection.
 type simConn struct {
-	id             int
-	acceptAt       time.Time
-	endAt          time.Time
-	handshakeDone  bool // the fake answered the whole handshake
-	answered       bool // the fake answered a publish (OK or error)
-	ended          bool
-	endedBy        string
-	publishesSeen  int
-	hostileActions []string
+	id            int
+	acceptAt      time.Time
+	endAt         time.Time
+	handshakeDone bool // the fake answered the whole handshake
+	answered      bool // the fake answered a publish (OK or error)
+	ended         bool
+	endedBy       string
+	publishesSeen int
+	heartbeats    int // heartbeats the fake sent
+	nops          int // NOPs it read
 }
 
 // simBody is one body of one call, and what the fake did with it.
@@ -355,20 +358,21 @@ type simCmd struct {
 
 // simCall is one publish call and its outcome.
 type simCall struct {
-	caller, op int
-	kind       simOpKind
-	topic      string
-	delay      time.Duration
-	texts      []string // the bodies as given
-	bufs       [][]byte // the caller's buffers, poisoned once the producer may no longer read them
-	retErr     error    // what the call returned
-	accepted   bool
-	result     error // the outcome: the sync return, or the async result
-	hasResult  bool
-	results    int // async results received
-	ctxEnded   bool
-	ctxErr     error
-	stopBefore bool // Stop had been called before the call
+	caller, op   int
+	kind         simOpKind
+	topic        string
+	delay        time.Duration
+	texts        []string // the bodies as given
+	bufs         [][]byte // the caller's buffers, poisoned once the producer may no longer read them
+	retErr       error    // what the call returned
+	accepted     bool
+	result       error // the outcome: the sync return, or the async result
+	hasResult    bool
+	results      int // async results received
+	ctxEnded     bool
+	ctxErr       error
+	stopBefore   bool // Stop had been called before the call
+	stopReturned bool // Stop had returned before the call
 }
 
 func (r *simRun) now() time.Duration { return time.Since(r.start) }
@@ -432,12 +436,14 @@ func (r *simRun) run() {
 	const slack = 10 * time.Millisecond
 	select {
 	case <-stopped:
+		r.stopReturned.Store(true)
 		r.tracef("Stop returned after %s", time.Since(stopStart))
 	case <-time.After(r.plan.stopTimeout + slack):
 		r.violate("Stop did not return within stop_timeout (%s) + %s", r.plan.stopTimeout, slack)
 		r.tracef("goroutines of the producer:\n%s", producerStacks())
 		select {
 		case <-stopped:
+			r.stopReturned.Store(true)
 			r.violate("Stop returned after %s", time.Since(stopStart))
 		case <-time.After(time.Hour):
 			r.violate("Stop did not return within an hour")
@@ -723,7 +729,10 @@ func (r *simRun) serve(sc *simConn, c *fakensqd.Conn) {
 			return
 		}
 		if cmd.Name == "NOP" {
-			r.tracef("conn#%d NOP", sc.id)
+			r.mu.Lock()
+			sc.nops++
+			r.traceLocked("conn#%d NOP", sc.id)
+			r.mu.Unlock()
 			if !r.act(sc, c, ch, "NOP", nil, nil) {
 				return
 			}
@@ -757,6 +766,9 @@ func (r *simRun) act(sc *simConn, c *fakensqd.Conn, ch chooser, step string, ans
 		if c.TryWrite(frameHeartbeat) != nil {
 			return r.end(sc, c, "")
 		}
+		r.mu.Lock()
+		sc.heartbeats++
+		r.mu.Unlock()
 	case actUnexpected:
 		if c.TryWrite(unexpected[ch.IntN(len(unexpected))]) != nil {
 			return r.end(sc, c, "")
@@ -955,7 +967,19 @@ func (r *simRun) caller(p *Producer, i int, cp simCallerPlan, done chan *Produce
 			cancel()
 			continue
 		}
-		call := &simCall{caller: i, op: j, kind: op.kind, topic: op.topic, delay: op.delay, stopBefore: r.stopCalled.Load()}
+		if op.kind == opPing {
+			// Any error may keep its NOP from being written; after Stop
+			// returned, only ErrStopped.
+			stopped := r.stopReturned.Load()
+			err := p.Ping()
+			if stopped && err != ErrStopped {
+				r.violate("caller %d op %d: Ping after Stop returned %v, want ErrStopped", i, j, err)
+			}
+			r.tracef("caller %d op %d Ping: %v", i, j, err)
+			continue
+		}
+		call := &simCall{caller: i, op: j, kind: op.kind, topic: op.topic, delay: op.delay,
+			stopBefore: r.stopCalled.Load(), stopReturned: r.stopReturned.Load()}
 		for m, pad := range op.sizes {
 			text := fmt.Sprintf("s%d.c%d.o%d.m%d.", r.seed, i, j, m) + strings.Repeat("x", pad)
 			call.texts = append(call.texts, text)
@@ -1045,6 +1069,9 @@ func (r *simRun) check() {
 		if call.kind == opTry && call.stopBefore && call.retErr != ErrStopped {
 			v("%s: TryPublishAsync after Stop was called returned %v, want ErrStopped", what, call.retErr)
 		}
+		if call.stopReturned && call.retErr != ErrStopped {
+			v("%s: called after Stop returned, it returned %v, want ErrStopped", what, call.retErr)
+		}
 		if !call.accepted {
 			if len(recv) > 0 {
 				v("%s: not accepted (%v), yet conn#%d received it", what, call.retErr, recv[0].conn)
@@ -1102,6 +1129,21 @@ func (r *simRun) check() {
 		v("%d async results never arrived, but the producer logged %d dropped after stop_timeout", missing, d)
 	}
 	r.checkBackoff(v)
+	// Each heartbeat is answered with at most one NOP (two due at once
+	// make one); Pings write the others.
+	pings := 0
+	for _, cp := range r.plan.callers {
+		for _, op := range cp.ops {
+			if op.kind == opPing {
+				pings++
+			}
+		}
+	}
+	for _, sc := range r.conns {
+		if sc.nops > sc.heartbeats+pings {
+			v("conn#%d: %d NOPs for %d heartbeats and %d Pings in the whole run", sc.id, sc.nops, sc.heartbeats, pings)
+		}
+	}
 }
 
 // sentAndMaybeStored returns a command, among those that carried call's
