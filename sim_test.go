@@ -316,6 +316,7 @@ type simRun struct {
 	okMsgs       uint64 // messages in the commands the fake answered OK
 	stopCalled   atomic.Bool
 	stopReturned atomic.Bool
+	sawStopped   atomic.Bool  // a call returned ErrStopped
 	dropped      atomic.Int64 // results the producer dropped after stop_timeout, from its log
 
 	mu         sync.Mutex
@@ -371,7 +372,7 @@ type simCall struct {
 	results      int // async results received
 	ctxEnded     bool
 	ctxErr       error
-	stopBefore   bool // Stop had been called before the call
+	stopBefore   bool // a call had returned ErrStopped before this one began: Stop had begun
 	stopReturned bool // Stop had returned before the call
 }
 
@@ -979,7 +980,7 @@ func (r *simRun) caller(p *Producer, i int, cp simCallerPlan, done chan *Produce
 			continue
 		}
 		call := &simCall{caller: i, op: j, kind: op.kind, topic: op.topic, delay: op.delay,
-			stopBefore: r.stopCalled.Load(), stopReturned: r.stopReturned.Load()}
+			stopBefore: r.sawStopped.Load(), stopReturned: r.stopReturned.Load()}
 		for m, pad := range op.sizes {
 			text := fmt.Sprintf("s%d.c%d.o%d.m%d.", r.seed, i, j, m) + strings.Repeat("x", pad)
 			call.texts = append(call.texts, text)
@@ -1032,6 +1033,9 @@ func (r *simRun) do(p *Producer, call *simCall, op simOpPlan, done chan *Produce
 	case opTry:
 		err = p.TryPublishAsync(op.topic, body, done, call)
 	}
+	if err == ErrStopped {
+		r.sawStopped.Store(true)
+	}
 	r.mu.Lock()
 	call.retErr = err
 	call.ctxErr = ctx.Err()
@@ -1067,7 +1071,7 @@ func (r *simRun) check() {
 		}
 		// Errors that classify.
 		if call.kind == opTry && call.stopBefore && call.retErr != ErrStopped {
-			v("%s: TryPublishAsync after Stop was called returned %v, want ErrStopped", what, call.retErr)
+			v("%s: TryPublishAsync after another call returned ErrStopped (Stop had begun) returned %v, want ErrStopped", what, call.retErr)
 		}
 		if call.stopReturned && call.retErr != ErrStopped {
 			v("%s: called after Stop returned, it returned %v, want ErrStopped", what, call.retErr)
