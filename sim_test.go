@@ -33,15 +33,14 @@ import (
 // The hostile-server simulation. A scripted fake nsqd (fakensqd, on the
 // in-memory network) takes, at every protocol step (after the magic, after
 // IDENTIFY, before the TLS handshake, after the TLS, snappy or deflate
-// upgrade, after each command), an action chosen
-// by a seed or by the fuzzer's bytes: answer, answer late, send a heartbeat
-// first, answer a fatal error and close, close, reset, send half a frame,
-// stall, send an unexpected frame. Meanwhile callers mix every kind of
-// publish, context calls that time out, Flush and Stop. Everything runs in
-// a testing/synctest bubble: timeouts, backoffs and delays cost no wall
-// time, and a producer that never returns is a deadlock the bubble reports.
-// What the goroutine scheduler does is not seeded: that is the point of
-// running many seeds.
+// upgrade, after each command), an action chosen by a seed or by the
+// fuzzer's bytes: answer, answer late, send a heartbeat first, send an
+// unexpected frame, answer a fatal error and close, close, reset, send half
+// a frame, stall. Meanwhile callers mix every kind of publish, context calls
+// that time out, Flush, Ping and Stop. Everything runs in a testing/synctest
+// bubble: timeouts, backoffs and delays cost no wall time, and a producer
+// that never returns is a deadlock the bubble reports. What the goroutine
+// scheduler does is not seeded: that is the point of running many seeds.
 //
 // After each run the invariants of the README's Guarantees are checked
 // against what the fake received and answered (every body is unique): see
@@ -429,30 +428,10 @@ func (r *simRun) run() {
 	}
 
 	time.Sleep(r.plan.stopAfter)
-	r.tracef("Stop")
-	r.stopCalled.Store(true)
-	stopped := make(chan struct{})
-	stopStart := time.Now()
-	go func() { p.Stop(); close(stopped) }()
-	const slack = 10 * time.Millisecond
-	select {
-	case <-stopped:
-		r.stopReturned.Store(true)
-		r.tracef("Stop returned after %s", time.Since(stopStart))
-	case <-time.After(r.plan.stopTimeout + slack):
-		r.violate("Stop did not return within stop_timeout (%s) + %s", r.plan.stopTimeout, slack)
-		r.tracef("goroutines of the producer:\n%s", producerStacks())
-		select {
-		case <-stopped:
-			r.stopReturned.Store(true)
-			r.violate("Stop returned after %s", time.Since(stopStart))
-		case <-time.After(time.Hour):
-			r.violate("Stop did not return within an hour")
-			r.report()
-			return // the bubble reports the goroutines blocked for good
-		}
+	if !r.stop(p) {
+		r.report()
+		return // the bubble reports the goroutines blocked for good
 	}
-
 	callersDone := make(chan struct{})
 	go func() { callers.Wait(); close(callersDone) }()
 	select {
@@ -462,28 +441,7 @@ func (r *simRun) run() {
 		r.report()
 		return
 	}
-	// Nothing is left pending (once no call is in progress: a call racing
-	// Stop takes room before it sees ErrStopped), and the stats count no
-	// more successes than nsqd answered OK, no fewer than the callers saw.
-	st := p.Stats()
-	if st.Pending != 0 || st.PendingBytes != 0 {
-		r.violate("after Stop, Stats says %d publishes (%d bytes) pending", st.Pending, st.PendingBytes)
-	}
-	r.published = st.Published
-	// No goroutine of the producer survives Stop. Wait first for every
-	// goroutine of the bubble to be blocked or gone: one that has signalled
-	// its exit may still be returning.
-	synctest.Wait()
-	if err := goleak.Find(before,
-		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).acceptLoop"),
-		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).serve"),
-		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).serve.func1"),
-		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).reader"),
-		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).run.func1"),
-		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/fakensqd.(*Server).acceptLoop"),
-	); err != nil {
-		r.violate("goroutines survived Stop: %v", err)
-	}
+	r.afterStop(p, before)
 	// The producer sends nothing more once Stop has returned: a send on a
 	// closed doneChan panics.
 	for _, done := range doneChans {
@@ -496,6 +454,60 @@ func (r *simRun) run() {
 
 	r.check()
 	r.report()
+}
+
+// stop calls Stop, which must return within stop_timeout plus a small
+// slack; it returns false if Stop never returns.
+func (r *simRun) stop(p *Producer) bool {
+	r.tracef("Stop")
+	r.stopCalled.Store(true)
+	stopped := make(chan struct{})
+	start := time.Now()
+	go func() { p.Stop(); close(stopped) }()
+	const slack = 10 * time.Millisecond
+	select {
+	case <-stopped:
+		r.stopReturned.Store(true)
+		r.tracef("Stop returned after %s", time.Since(start))
+		return true
+	case <-time.After(r.plan.stopTimeout + slack):
+	}
+	r.violate("Stop did not return within stop_timeout (%s) + %s", r.plan.stopTimeout, slack)
+	r.tracef("goroutines of the producer:\n%s", producerStacks())
+	select {
+	case <-stopped:
+		r.stopReturned.Store(true)
+		r.violate("Stop returned after %s", time.Since(start))
+		return true
+	case <-time.After(time.Hour):
+		r.violate("Stop did not return within an hour")
+		return false
+	}
+}
+
+// afterStop checks, once Stop has returned and no call is in progress,
+// that nothing is pending and no goroutine of the producer is left.
+func (r *simRun) afterStop(p *Producer, before goleak.Option) {
+	// A call racing Stop takes room before it sees ErrStopped: hence once
+	// no call is in progress. The stats count no more successes than nsqd
+	// answered OK, no fewer than the callers saw (see check).
+	st := p.Stats()
+	if st.Pending != 0 || st.PendingBytes != 0 {
+		r.violate("after Stop, Stats says %d publishes (%d bytes) pending", st.Pending, st.PendingBytes)
+	}
+	r.published = st.Published
+	// Wait first for every goroutine of the bubble to be blocked or gone:
+	// one that has signalled its exit may still be returning.
+	synctest.Wait()
+	if err := goleak.Find(before,
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).acceptLoop"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).serve"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).serve.func1"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq.(*simRun).reader"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/fakensqd.(*Server).acceptLoop"),
+	); err != nil {
+		r.violate("goroutines survived Stop: %v", err)
+	}
 }
 
 // producerStacks returns the stacks of the goroutines running the
@@ -660,66 +672,8 @@ func (r *simRun) serve(sc *simConn, c *fakensqd.Conn) {
 		r.traceLocked("conn#%d over (%s)", sc.id, sc.endedBy)
 		r.mu.Unlock()
 	}()
-	if err := c.TryReadMagic(0); err != nil {
+	if !r.handshake(sc, c, ch) {
 		return
-	}
-	if !r.act(sc, c, ch, "magic", nil, nil) {
-		return
-	}
-	cmd, err := c.TryReadCommand(0)
-	if err != nil {
-		return
-	}
-	if cmd.Name != "IDENTIFY" {
-		r.violate("conn#%d: the client sent %s where IDENTIFY was due", sc.id, cmd)
-		r.end(sc, c, "close")
-		return
-	}
-	var req map[string]any
-	if err := json.Unmarshal(cmd.Body, &req); err != nil {
-		r.violate("conn#%d: IDENTIFY body is not JSON: %v", sc.id, err)
-		r.end(sc, c, "close")
-		return
-	}
-	// The fake usually grants what the client asks for.
-	resp := fakensqd.DefaultIdentifyResponse()
-	grantTLS := req["tls_v1"] == true && ch.IntN(6) != 5
-	grantSnappy := req["snappy"] == true && ch.IntN(6) != 5
-	grantDeflate := req["deflate"] == true && ch.IntN(6) != 5
-	resp["tls_v1"], resp["snappy"], resp["deflate"] = grantTLS, grantSnappy, grantDeflate
-	js, _ := json.Marshal(resp)
-	if !r.act(sc, c, ch, "IDENTIFY", fakensqd.AppendFrame(nil, fakensqd.FrameTypeResponse, js), nil) {
-		return
-	}
-	if grantTLS {
-		if !r.act(sc, c, ch, "TLS handshake", nil, nil) {
-			return
-		}
-		if err := c.UpgradeTLS(simTLSConfig()); err != nil {
-			r.tracef("conn#%d: %v", sc.id, err)
-			r.end(sc, c, "close")
-			return
-		}
-		if !r.act(sc, c, ch, "upgrade", frameOK, nil) {
-			return
-		}
-	}
-	if grantSnappy || grantDeflate {
-		var err error
-		if grantSnappy {
-			err = c.UpgradeSnappy()
-		} else {
-			level, _ := req["deflate_level"].(float64)
-			err = c.UpgradeDeflate(int(level))
-		}
-		if err != nil {
-			r.violate("conn#%d: compression upgrade: %v", sc.id, err)
-			r.end(sc, c, "close")
-			return
-		}
-		if !r.act(sc, c, ch, "upgrade", frameOK, nil) {
-			return
-		}
 	}
 	r.mu.Lock()
 	sc.handshakeDone = true
@@ -748,6 +702,73 @@ func (r *simRun) serve(sc *simConn, c *fakensqd.Conn) {
 			return
 		}
 	}
+}
+
+// handshake plays nsqd's side of the handshake, hostile at each step; it
+// returns whether the connection goes on.
+func (r *simRun) handshake(sc *simConn, c *fakensqd.Conn, ch chooser) bool {
+	if err := c.TryReadMagic(0); err != nil {
+		return false
+	}
+	if !r.act(sc, c, ch, "magic", nil, nil) {
+		return false
+	}
+	cmd, err := c.TryReadCommand(0)
+	if err != nil {
+		return false
+	}
+	if cmd.Name != "IDENTIFY" {
+		r.violate("conn#%d: the client sent %s where IDENTIFY was due", sc.id, cmd)
+		r.end(sc, c, "close")
+		return false
+	}
+	var req map[string]any
+	if err := json.Unmarshal(cmd.Body, &req); err != nil {
+		r.violate("conn#%d: IDENTIFY body is not JSON: %v", sc.id, err)
+		r.end(sc, c, "close")
+		return false
+	}
+	// The fake usually grants what the client asks for.
+	resp := fakensqd.DefaultIdentifyResponse()
+	grantTLS := req["tls_v1"] == true && ch.IntN(6) != 5
+	grantSnappy := req["snappy"] == true && ch.IntN(6) != 5
+	grantDeflate := req["deflate"] == true && ch.IntN(6) != 5
+	resp["tls_v1"], resp["snappy"], resp["deflate"] = grantTLS, grantSnappy, grantDeflate
+	js, _ := json.Marshal(resp)
+	if !r.act(sc, c, ch, "IDENTIFY", fakensqd.AppendFrame(nil, fakensqd.FrameTypeResponse, js), nil) {
+		return false
+	}
+	if grantTLS {
+		if !r.act(sc, c, ch, "TLS handshake", nil, nil) {
+			return false
+		}
+		if err := c.UpgradeTLS(simTLSConfig()); err != nil {
+			r.tracef("conn#%d: %v", sc.id, err)
+			r.end(sc, c, "close")
+			return false
+		}
+		if !r.act(sc, c, ch, "upgrade", frameOK, nil) {
+			return false
+		}
+	}
+	if grantSnappy || grantDeflate {
+		var err error
+		if grantSnappy {
+			err = c.UpgradeSnappy()
+		} else {
+			level, _ := req["deflate_level"].(float64)
+			err = c.UpgradeDeflate(int(level))
+		}
+		if err != nil {
+			r.violate("conn#%d: compression upgrade: %v", sc.id, err)
+			r.end(sc, c, "close")
+			return false
+		}
+		if !r.act(sc, c, ch, "upgrade", frameOK, nil) {
+			return false
+		}
+	}
+	return true
 }
 
 // act takes the action at step: behave (write answer, if any), or
@@ -878,7 +899,6 @@ func (r *simRun) record(sc *simConn, cmd fakensqd.Command) *simCmd {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	sc.publishesSeen++
 	r.traceLocked("conn#%d got %s %s %s", sc.id, rec.name, rec.topic, strings.Join(shortBodies(rec.msgs), ","))
 	for _, m := range rec.msgs {
 		if strings.Contains(m, "!") {
@@ -1064,77 +1084,86 @@ func (r *simRun) check() {
 	v := func(format string, args ...any) { r.violations = append(r.violations, fmt.Sprintf(format, args...)) }
 	missing := int64(0)
 	for _, call := range r.calls {
-		what := fmt.Sprintf("caller %d op %d (%s %s)", call.caller, call.op, call.kind, strings.Join(shortBodies(call.texts), ","))
-		var recv []*simCmd
-		for _, text := range call.texts {
-			recv = append(recv, r.bodies[text].received...)
-		}
-		// Errors that classify.
-		if call.kind == opTry && call.stopBefore && call.retErr != ErrStopped {
-			v("%s: TryPublishAsync after another call returned ErrStopped (Stop had begun) returned %v, want ErrStopped", what, call.retErr)
-		}
-		if call.stopReturned && call.retErr != ErrStopped {
-			v("%s: called after Stop returned, it returned %v, want ErrStopped", what, call.retErr)
-		}
-		if !call.accepted {
-			if len(recv) > 0 {
-				v("%s: not accepted (%v), yet conn#%d received it", what, call.retErr, recv[0].conn)
-			}
-			continue
-		}
-		if call.kind.async() {
-			switch {
-			case call.kind == opAsyncNil:
-				continue
-			case call.results == 0:
-				missing++
-				continue
-			}
-		}
-		err := call.result
-		if call.kind.ctx() && call.ctxEnded && errors.Is(err, call.ctxErr) {
-			// The call gave up waiting: withdrawn (never sent) or not.
-			if errors.Is(err, ErrNeverSent) {
-				if cmd := r.sentAndMaybeStored(call, recv); cmd != nil {
-					v("%s: returned %v (never sent), yet conn#%d received it and answered %q", what, err, cmd.conn, cmd.answer)
-				}
-			}
-			continue
-		}
-		var perr ErrProtocol
-		switch {
-		case err == nil:
-			if !r.answeredWith(call, recv, "OK") {
-				v("%s: reported success, but no command carrying it was answered OK (received %d times)", what, len(recv))
-			}
-		case errors.Is(err, ErrNeverSent):
-			if cmd := r.sentAndMaybeStored(call, recv); cmd != nil {
-				v("%s: reported %v (never sent), yet conn#%d received it and answered %q", what, err, cmd.conn, cmd.answer)
-			}
-		case errors.Is(err, ErrUnknownOutcome):
-		case errors.As(err, &perr):
-			if !r.answeredWith(call, recv, perr.Reason) {
-				v("%s: reported nsqd's refusal %q, but no command carrying it was answered so", what, perr.Reason)
-			}
-		default:
-			v("%s: an outcome that does not classify: %v", what, err)
+		if r.checkCall(call, v) {
+			missing++
 		}
 	}
-	okMsgs, seen := r.okMsgs, uint64(0)
+	if d := r.dropped.Load(); missing != d {
+		v("%d async results never arrived, but the producer logged %d dropped after stop_timeout", missing, d)
+	}
+	seen := uint64(0)
 	for _, call := range r.calls {
 		if call.hasResult && call.result == nil && call.accepted {
 			seen += uint64(len(call.texts))
 		}
 	}
-	if r.published > okMsgs || r.published < seen {
-		v("Stats().Published is %d: the fake answered OK to %d messages, the callers saw %d succeed", r.published, okMsgs, seen)
-	}
-	if d := r.dropped.Load(); missing != d {
-		v("%d async results never arrived, but the producer logged %d dropped after stop_timeout", missing, d)
+	if r.published > r.okMsgs || r.published < seen {
+		v("Stats().Published is %d: the fake answered OK to %d messages, the callers saw %d succeed", r.published, r.okMsgs, seen)
 	}
 	r.checkBackoff(v)
-	// Each heartbeat is answered with at most one NOP (two due at once
-	// make one); Pings write the others.
+	r.checkNOPs(v)
+}
+
+// checkCall checks one call's outcome against what the fake received and
+// answered. It returns true for an async result that never arrived.
+func (r *simRun) checkCall(call *simCall, v func(string, ...any)) (missing bool) {
+	what := fmt.Sprintf("caller %d op %d (%s %s)", call.caller, call.op, call.kind, strings.Join(shortBodies(call.texts), ","))
+	var recv []*simCmd
+	for _, text := range call.texts {
+		recv = append(recv, r.bodies[text].received...)
+	}
+	if call.kind == opTry && call.stopBefore && call.retErr != ErrStopped {
+		v("%s: TryPublishAsync after another call returned ErrStopped (Stop had begun) returned %v, want ErrStopped", what, call.retErr)
+	}
+	if call.stopReturned && call.retErr != ErrStopped {
+		v("%s: called after Stop returned, it returned %v, want ErrStopped", what, call.retErr)
+	}
+	if !call.accepted {
+		if len(recv) > 0 {
+			v("%s: not accepted (%v), yet conn#%d received it", what, call.retErr, recv[0].conn)
+		}
+		return false
+	}
+	switch {
+	case call.kind == opAsyncNil:
+		return false // its outcome is not known
+	case call.kind.async() && call.results == 0:
+		return true
+	}
+	err := call.result
+	if call.kind.ctx() && call.ctxEnded && errors.Is(err, call.ctxErr) {
+		// The call gave up waiting: withdrawn (never sent) or not.
+		if errors.Is(err, ErrNeverSent) {
+			if cmd := r.sentAndMaybeStored(call, recv); cmd != nil {
+				v("%s: returned %v (never sent), yet conn#%d received it and answered %q", what, err, cmd.conn, cmd.answer)
+			}
+		}
+		return false
+	}
+	var perr ErrProtocol
+	switch {
+	case err == nil:
+		if !r.answeredWith(call, recv, "OK") {
+			v("%s: reported success, but no command carrying it was answered OK (received %d times)", what, len(recv))
+		}
+	case errors.Is(err, ErrNeverSent):
+		if cmd := r.sentAndMaybeStored(call, recv); cmd != nil {
+			v("%s: reported %v (never sent), yet conn#%d received it and answered %q", what, err, cmd.conn, cmd.answer)
+		}
+	case errors.Is(err, ErrUnknownOutcome):
+	case errors.As(err, &perr):
+		if !r.answeredWith(call, recv, perr.Reason) {
+			v("%s: reported nsqd's refusal %q, but no command carrying it was answered so", what, perr.Reason)
+		}
+	default:
+		v("%s: an outcome that does not classify: %v", what, err)
+	}
+	return false
+}
+
+// checkNOPs checks that each heartbeat is answered with at most one NOP
+// (two due at once make one); Pings write the others.
+func (r *simRun) checkNOPs(v func(string, ...any)) {
 	pings := 0
 	for _, cp := range r.plan.callers {
 		for _, op := range cp.ops {
