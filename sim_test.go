@@ -69,32 +69,20 @@ func TestSimulation(t *testing.T) {
 	case *simSeedFlag != 0:
 		runSimSeed(t, *simSeedFlag, true)
 	case *simSurvey > 0:
-		kinds := map[string][]uint64{}
-		digits := regexp.MustCompile(`[0-9]+(\.[0-9]+)?(ms|s|µs)?`)
-		simCollect = func(seed uint64, violations []string) {
-			seen := map[string]bool{}
-			for _, v := range violations {
-				k := digits.ReplaceAllString(v, "N")
-				if !seen[k] {
-					seen[k] = true
-					kinds[k] = append(kinds[k], seed)
-				}
-			}
-		}
-		defer func() { simCollect = nil }()
+		defer surveyKinds(t)()
 		for seed := uint64(1); seed <= uint64(*simSurvey); seed++ {
 			runSimSeed(t, seed, false)
 		}
-		for k, seeds := range kinds {
-			t.Errorf("%d seeds, first %v: %s", len(seeds), seeds[:min(len(seeds), 8)], k)
-		}
 	case *simDuration > 0:
+		// Runs on after a failure, listing at the end the seeds that broke
+		// each invariant.
+		defer surveyKinds(t)()
 		start := time.Now()
 		first := uint64(start.UnixNano())
 		n := 0
-		for ; time.Since(start) < *simDuration && !t.Failed(); n++ {
-			if n%100 == 0 {
-				fmt.Printf("simulation: seeds %d to %d\n", first+uint64(n), first+uint64(n)+99)
+		for ; time.Since(start) < *simDuration; n++ {
+			if n%1000 == 0 {
+				fmt.Printf("simulation: seeds %d to %d\n", first+uint64(n), first+uint64(n)+999)
 			}
 			runSimSeed(t, first+uint64(n), false)
 		}
@@ -102,6 +90,30 @@ func TestSimulation(t *testing.T) {
 	default:
 		for seed := uint64(1); seed <= simCIRuns && !t.Failed(); seed++ {
 			runSimSeed(t, seed, false)
+		}
+	}
+}
+
+// surveyKinds makes the runs report their violations to a survey instead of
+// failing the test one by one; the function it returns fails the test
+// once per kind of violation (numbers masked), naming the seeds.
+func surveyKinds(t *testing.T) func() {
+	kinds := map[string][]uint64{}
+	digits := regexp.MustCompile(`[0-9]+(\.[0-9]+)?(ms|s|µs)?`)
+	simCollect = func(seed uint64, violations []string) {
+		seen := map[string]bool{}
+		for _, v := range violations {
+			k := digits.ReplaceAllString(v, "N")
+			if !seen[k] {
+				seen[k] = true
+				kinds[k] = append(kinds[k], seed)
+			}
+		}
+	}
+	return func() {
+		simCollect = nil
+		for k, seeds := range kinds {
+			t.Errorf("%d seeds, first %v: %s", len(seeds), seeds[:min(len(seeds), 8)], k)
 		}
 	}
 }
