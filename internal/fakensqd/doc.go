@@ -29,6 +29,16 @@
 // connection: the server was closed while the script was using it"); a script still blocked after that (on a channel, a sleep,
 // a lock) is reported as a failure too, and left behind.
 //
+// [NewMem] is [New] on an in-memory network instead of TCP ([ListenMem],
+// [DialMem]): connections made of channels and timers, buffered like a
+// socket, with deadlines, close and reset. The client under test must dial
+// through [DialMem] (a dial hook); in exchange the fake works inside a
+// testing/synctest bubble, where every timeout (the fake's and the
+// client's) runs on the bubble's virtual clock. [Conn.UpgradeTLS],
+// [Conn.UpgradeSnappy] and [Conn.UpgradeDeflate] play nsqd's upgrades;
+// [Conn.PeerClosed] tells a script that stopped reading when the client
+// gave up.
+//
 // A connection stays open after its script returns, until the script closes
 // it, the client closes it, or the server closes.
 //
