@@ -16,24 +16,24 @@ import (
 // written for go-nsq v1.1.0's producer can touch, assigned to go-nsq's exact
 // signature. A drift fails to compile.
 var (
-	_ func(string, *Config) (*Producer, error)                                                        = NewProducer
-	_ func(*Producer, string, []byte) error                                                           = (*Producer).Publish
-	_ func(*Producer, string, [][]byte) error                                                         = (*Producer).MultiPublish
-	_ func(*Producer, string, time.Duration, []byte) error                                            = (*Producer).DeferredPublish
-	_ func(*Producer, string, []byte, chan *ProducerTransaction, ...interface{}) error                = (*Producer).PublishAsync
-	_ func(*Producer, string, [][]byte, chan *ProducerTransaction, ...interface{}) error              = (*Producer).MultiPublishAsync
-	_ func(*Producer, string, time.Duration, []byte, chan *ProducerTransaction, ...interface{}) error = (*Producer).DeferredPublishAsync
-	_ func(*Producer) error                                                                           = (*Producer).Ping
-	_ func(*Producer)                                                                                 = (*Producer).Stop
-	_ func(*Producer) string                                                                          = (*Producer).String
-	_ func(*Producer, logger, LogLevel)                                                               = (*Producer).SetLogger
-	_ func(*Producer, logger, LogLevel)                                                               = (*Producer).SetLoggerForLevel
-	_ func(*Producer, LogLevel)                                                                       = (*Producer).SetLoggerLevel
+	_ func(string, *Config) (*Producer, error)                                                = NewProducer
+	_ func(*Producer, string, []byte) error                                                   = (*Producer).Publish
+	_ func(*Producer, string, [][]byte) error                                                 = (*Producer).MultiPublish
+	_ func(*Producer, string, time.Duration, []byte) error                                    = (*Producer).DeferredPublish
+	_ func(*Producer, string, []byte, chan *ProducerTransaction, ...any) error                = (*Producer).PublishAsync
+	_ func(*Producer, string, [][]byte, chan *ProducerTransaction, ...any) error              = (*Producer).MultiPublishAsync
+	_ func(*Producer, string, time.Duration, []byte, chan *ProducerTransaction, ...any) error = (*Producer).DeferredPublishAsync
+	_ func(*Producer) error                                                                   = (*Producer).Ping
+	_ func(*Producer)                                                                         = (*Producer).Stop
+	_ func(*Producer) string                                                                  = (*Producer).String
+	_ func(*Producer, logger, LogLevel)                                                       = (*Producer).SetLogger
+	_ func(*Producer, logger, LogLevel)                                                       = (*Producer).SetLoggerForLevel
+	_ func(*Producer, LogLevel)                                                               = (*Producer).SetLoggerLevel
 
 	_ logger = (*log.Logger)(nil)
 
 	_ func() *Config                                = NewConfig
-	_ func(*Config, string, interface{}) error      = (*Config).Set
+	_ func(*Config, string, any) error              = (*Config).Set
 	_ func(*Config) error                           = (*Config).Validate
 	_ func(*ConfigFlag, string) error               = (*ConfigFlag).Set
 	_ func(*ConfigFlag) string                      = (*ConfigFlag).String
@@ -43,25 +43,25 @@ var (
 	_ func(BackoffStrategy, int) time.Duration      = BackoffStrategy.Calculate
 	_ func(*ExponentialStrategy, int) time.Duration = (*ExponentialStrategy).Calculate
 
-	_ func(*Command, io.Writer) (int64, error)       = (*Command).WriteTo
-	_ func(*Command) string                          = (*Command).String
-	_ io.WriterTo                                    = &Command{}
-	_ func(string, []byte) *Command                  = Publish
-	_ func(string, [][]byte) (*Command, error)       = MultiPublish
-	_ func(string, time.Duration, []byte) *Command   = DeferredPublish
-	_ func(map[string]interface{}) (*Command, error) = Identify
-	_ func(string) (*Command, error)                 = Auth
-	_ func() *Command                                = Nop
-	_ func(io.Reader) ([]byte, error)                = ReadResponse
-	_ func([]byte) (int32, []byte, error)            = UnpackResponse
-	_ func(io.Reader) (int32, []byte, error)         = ReadUnpackedResponse
-	_ func(string) bool                              = IsValidTopicName
-	_ func(string) bool                              = IsValidChannelName
-	_ []byte                                         = MagicV1
-	_ []byte                                         = MagicV2
-	_ int32                                          = FrameTypeResponse
-	_ int32                                          = FrameTypeError
-	_ int32                                          = FrameTypeMessage
+	_ func(*Command, io.Writer) (int64, error)     = (*Command).WriteTo
+	_ func(*Command) string                        = (*Command).String
+	_ io.WriterTo                                  = &Command{}
+	_ func(string, []byte) *Command                = Publish
+	_ func(string, [][]byte) (*Command, error)     = MultiPublish
+	_ func(string, time.Duration, []byte) *Command = DeferredPublish
+	_ func(map[string]any) (*Command, error)       = Identify
+	_ func(string) (*Command, error)               = Auth
+	_ func() *Command                              = Nop
+	_ func(io.Reader) ([]byte, error)              = ReadResponse
+	_ func([]byte) (int32, []byte, error)          = UnpackResponse
+	_ func(io.Reader) (int32, []byte, error)       = ReadUnpackedResponse
+	_ func(string) bool                            = IsValidTopicName
+	_ func(string) bool                            = IsValidChannelName
+	_ []byte                                       = MagicV1
+	_ []byte                                       = MagicV2
+	_ int32                                        = FrameTypeResponse
+	_ int32                                        = FrameTypeError
+	_ int32                                        = FrameTypeMessage
 
 	_ error                 = ErrNotConnected
 	_ error                 = ErrStopped
@@ -83,7 +83,7 @@ var (
 
 // The fields code sets or reads, with go-nsq's types.
 var (
-	_ = ProducerTransaction{Error: error(nil), Args: []interface{}(nil)}
+	_ = ProducerTransaction{Error: error(nil), Args: []any(nil)}
 	_ = ErrIdentify{Reason: ""}
 	_ = ErrProtocol{Reason: ""}
 	_ = Command{Name: []byte(nil), Params: [][]byte(nil), Body: []byte(nil)}

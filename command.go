@@ -38,11 +38,12 @@ func (c *Command) WriteTo(w io.Writer) (int64, error) {
 	for _, p := range c.Params {
 		n += 1 + len(p)
 	}
+	size := int64(-1)
 	if c.Body != nil {
 		n += 4
+		size = int64(len(c.Body))
 	}
-	buf := make([]byte, 0, n)
-	buf = c.appendHeader(buf)
+	buf := appendHeader(make([]byte, 0, n), c.Name, size, c.Params...)
 	m, err := w.Write(buf)
 	total := int64(m)
 	if err != nil || c.Body == nil {
@@ -52,22 +53,25 @@ func (c *Command) WriteTo(w io.Writer) (int64, error) {
 	return total + int64(m), err
 }
 
-// appendHeader appends the command line and, with a body, its size.
-func (c *Command) appendHeader(buf []byte) []byte {
-	buf = append(buf, c.Name...)
-	for _, p := range c.Params {
-		buf = append(buf, ' ')
-		buf = append(buf, p...)
+// appendHeader appends a command's header to b: its line (name, then each
+// param after a space, then '\n') and, when size is not negative, the 4-byte
+// big-endian body size. It is the one encoder of command headers, for
+// Command.WriteTo and for the producer's direct encoders below.
+func appendHeader[S ~string | ~[]byte](b []byte, name S, size int64, params ...S) []byte {
+	b = append(b, name...)
+	for _, p := range params {
+		b = append(b, ' ')
+		b = append(b, p...)
 	}
-	buf = append(buf, '\n')
-	if c.Body != nil {
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(c.Body)))
+	b = append(b, '\n')
+	if size >= 0 {
+		b = binary.BigEndian.AppendUint32(b, uint32(size))
 	}
-	return buf
+	return b
 }
 
 // Identify creates an IDENTIFY command with js marshalled as its JSON body.
-func Identify(js map[string]interface{}) (*Command, error) {
+func Identify(js map[string]any) (*Command, error) {
 	body, err := json.Marshal(js)
 	if err != nil {
 		return nil, err
@@ -148,42 +152,33 @@ func headerBuf(w *bufio.Writer) ([]byte, error) {
 
 // writePUB encodes "PUB topic\n[size][body]".
 func writePUB(w *bufio.Writer, topic string, body []byte) error {
-	return writeTopicBody(w, "PUB ", topic, body)
+	return writeCommand(w, "PUB", topic, "", body)
 }
 
 // writeMPUBEncoded encodes "MPUB topic\n[size]" followed by a body already
 // encoded by encodeMPUBBody.
 func writeMPUBEncoded(w *bufio.Writer, topic string, body []byte) error {
-	return writeTopicBody(w, "MPUB ", topic, body)
-}
-
-// writeTopicBody encodes "<name>topic\n[size][body]"; name ends in a space.
-func writeTopicBody(w *bufio.Writer, name, topic string, body []byte) error {
-	b, err := headerBuf(w)
-	if err != nil {
-		return err
-	}
-	b = append(b, name...)
-	b = append(b, topic...)
-	b = append(b, '\n')
-	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
-	w.Write(b)
-	_, err = w.Write(body)
-	return err
+	return writeCommand(w, "MPUB", topic, "", body)
 }
 
 // writeDPUB encodes "DPUB topic ms\n[size][body]".
 func writeDPUB(w *bufio.Writer, topic string, delay time.Duration, body []byte) error {
+	var digits [20]byte
+	ms := strconv.AppendInt(digits[:0], int64(delay/time.Millisecond), 10)
+	return writeCommand(w, "DPUB", topic, string(ms), body)
+}
+
+// writeCommand encodes "<name> topic[ arg]\n[size][body]".
+func writeCommand(w *bufio.Writer, name, topic, arg string, body []byte) error {
 	b, err := headerBuf(w)
 	if err != nil {
 		return err
 	}
-	b = append(b, "DPUB "...)
-	b = append(b, topic...)
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, int64(delay/time.Millisecond), 10)
-	b = append(b, '\n')
-	b = binary.BigEndian.AppendUint32(b, uint32(len(body)))
+	if arg == "" {
+		b = appendHeader(b, name, int64(len(body)), topic)
+	} else {
+		b = appendHeader(b, name, int64(len(body)), topic, arg)
+	}
 	w.Write(b)
 	_, err = w.Write(body)
 	return err
@@ -196,10 +191,7 @@ func writeMPUBHeader(w *bufio.Writer, topic string, bodySize int64, count int) e
 	if err != nil {
 		return err
 	}
-	b = append(b, "MPUB "...)
-	b = append(b, topic...)
-	b = append(b, '\n')
-	b = binary.BigEndian.AppendUint32(b, uint32(bodySize))
+	b = appendHeader(b, "MPUB", bodySize, topic)
 	b = binary.BigEndian.AppendUint32(b, uint32(count))
 	_, err = w.Write(b)
 	return err

@@ -125,8 +125,15 @@ type Config struct {
 	// Default 1s; 0 means no timeout.
 	DialTimeout time.Duration `opt:"dial_timeout" default:"1s"`
 
-	// ReadTimeout is the deadline for each network read from nsqd.
-	// It must not be less than HeartbeatInterval. Default 60s, range [100ms, 5m].
+	// ReadTimeout is how long nsqd may take to answer: the connection is
+	// closed (and the publishes it carries fail with ErrUnknownOutcome)
+	// when nsqd has not answered the oldest unanswered command for this
+	// long, counted from when it was written (a large body may take a while
+	// to write; write_timeout watches that) or from the previous answer,
+	// whichever is later; or, with no command unanswered and heartbeats on, when
+	// nsqd has sent nothing, not even a heartbeat, for this long. With no
+	// command unanswered and heartbeats off (HeartbeatInterval -1), an idle
+	// connection stays open. Default 60s, range [100ms, 5m].
 	ReadTimeout time.Duration `opt:"read_timeout" min:"100ms" max:"5m" default:"60s"`
 	// WriteTimeout is the deadline for each network write to nsqd.
 	// Default 1s, range [100ms, 5m].
@@ -195,9 +202,11 @@ type Config struct {
 	// header. Default "nsqkit-go-nsq/" + [VERSION].
 	UserAgent string `opt:"user_agent"`
 
-	// HeartbeatInterval is how often nsqd sends a heartbeat on an idle
-	// connection. It must not exceed ReadTimeout; -1 asks nsqd to disable
-	// heartbeats. Default 30s.
+	// HeartbeatInterval is how often nsqd sends a heartbeat (the Conn
+	// answers each with NOP). It must be below ReadTimeout by at least a
+	// tenth of ReadTimeout (and 100ms). -1 (or -1ms, as Set gives for the
+	// number -1) disables heartbeats; 0 asks for nsqd's default, 30s. nsqd
+	// refuses intervals below 1s other than those. Default 30s.
 	HeartbeatInterval time.Duration `opt:"heartbeat_interval" default:"30s"`
 	// SampleRate is the percentage of a channel's messages nsqd delivers to
 	// this client; 0 means all. It is part of IDENTIFY and only affects
@@ -323,25 +332,36 @@ func NewConfig() *Config {
 }
 
 // Set sets the option named option ('-' and '_' are interchangeable) to
-// value, coerced to the field's type:
+// value, coerced to the field's type as go-nsq v1.1.0 coerces it. The
+// integer kinds below are int, int16, int32, int64, uint, uint16, uint32
+// and uint64, by exact type (not int8, uint8 or a named type):
 //
 //   - durations: a string for time.ParseDuration ("1000ms", "1s"), a
-//     time.Duration, or a number of milliseconds of any integer or float kind;
+//     time.Duration, or an integer number of milliseconds;
 //   - bools: a bool, a string for strconv.ParseBool ("true", "false", "1"),
 //     or an integer (non-zero is true);
-//   - integers and floats: a base-10 string or a value of any numeric kind
-//     (a float for an integer option must be whole);
-//   - strings: a string, or a number formatted in base 10;
+//   - integers: a base-10 string or an integer;
+//   - floats: a string for strconv.ParseFloat, an integer, a float32 or a
+//     float64;
+//   - strings: any value: a string as it is, an integer in base 10, a float
+//     with six decimals ("1.500000"), anything else as fmt's %s formats it
+//     ([]byte("s3cret") as "s3cret", time.Second as "1s");
 //   - local_addr: a net.Addr, a "host:port" string for net.ResolveTCPAddr,
 //     or nil;
 //   - backoff_strategy: "exponential", "full_jitter" or a BackoffStrategy;
 //   - tls_config: a *tls.Config or nil.
 //
+// Where go-nsq would silently wrap a value (a negative integer for an
+// unsigned option, a number beyond the field's type or beyond
+// time.Duration) or store NaN, Set returns an error; where go-nsq panics
+// (nil for local_addr or tls_config, an unknown backoff strategy, a
+// non-string path for tls_cert), Set sets nil or returns an error.
+//
 // The TLS options listed on Config.TlsV1 are also accepted. Set enforces
 // the option's min and max and leaves the Config unchanged on error. The
 // checks between options (for example Snappy with Deflate) are left to
 // [Config.Validate].
-func (c *Config) Set(option string, value interface{}) error {
+func (c *Config) Set(option string, value any) error {
 	c.assertInitialized()
 	name := strings.ReplaceAll(option, "-", "_")
 	if o, ok := configOptions.byName[name]; ok {
@@ -355,8 +375,11 @@ func (c *Config) Set(option string, value interface{}) error {
 
 // Validate reports the first option outside its min/max, or a combination
 // nsqd or this library cannot work with: Snappy with Deflate,
-// MaxReconnectBackoff below ReconnectBackoff, or HeartbeatInterval above
-// ReadTimeout. Errors name the option.
+// MaxReconnectBackoff below ReconnectBackoff, or a HeartbeatInterval that
+// cannot keep an idle connection alive: not below ReadTimeout by at least a
+// tenth of ReadTimeout (100ms at least), 0 (nsqd's default, 30s) when that
+// is not, a fraction of a millisecond, or a negative value other than -1ms
+// or -1ns (which disable heartbeats). Errors name the option.
 func (c *Config) Validate() error {
 	c.assertInitialized()
 	v := reflect.ValueOf(c).Elem()
@@ -372,9 +395,40 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("nsq: invalid option max_reconnect_backoff: %v is below reconnect_backoff %v",
 			c.MaxReconnectBackoff, c.ReconnectBackoff)
 	}
-	if c.HeartbeatInterval > c.ReadTimeout {
-		return fmt.Errorf("nsq: invalid option heartbeat_interval: %v is above read_timeout %v",
-			c.HeartbeatInterval, c.ReadTimeout)
+	return c.validateHeartbeat()
+}
+
+// nsqdDefaultHeartbeat is the interval nsqd uses when IDENTIFY asks for 0:
+// half its client timeout, which is 60s.
+const nsqdDefaultHeartbeat = 30 * time.Second
+
+// heartbeatMargin is how much shorter than read_timeout the heartbeat
+// interval must be, so that a heartbeat a little late does not end an idle
+// connection: a tenth of read_timeout, at least 100ms.
+func heartbeatMargin(readTimeout time.Duration) time.Duration {
+	return max(readTimeout/10, 100*time.Millisecond)
+}
+
+// validateHeartbeat refuses the heartbeat intervals that cannot keep an
+// idle connection alive under read_timeout, and those nsqd would refuse or
+// misread because IDENTIFY carries whole milliseconds. Intervals from 1ms
+// to 999ms are left to nsqd, which refuses them with ErrIdentify, as with
+// go-nsq.
+func (c *Config) validateHeartbeat() error {
+	hb, ms := c.HeartbeatInterval, identifyMillis(c.HeartbeatInterval)
+	switch {
+	case ms == -1:
+		return nil // no heartbeats
+	case ms < -1:
+		return fmt.Errorf("nsq: invalid option heartbeat_interval: %v; nsqd accepts -1 (no heartbeats), 0 (its default, %v) or 1s up to its --max-heartbeat-interval", hb, nsqdDefaultHeartbeat)
+	case ms == 0 && hb != 0:
+		return fmt.Errorf("nsq: invalid option heartbeat_interval: %v is not a whole number of milliseconds above zero; IDENTIFY would carry 0, which nsqd reads as its default (%v)", hb, nsqdDefaultHeartbeat)
+	case ms == 0:
+		hb = nsqdDefaultHeartbeat
+	}
+	if margin := heartbeatMargin(c.ReadTimeout); hb > c.ReadTimeout-margin {
+		return fmt.Errorf("nsq: invalid option heartbeat_interval: %v must be below read_timeout %v by at least %v, or an idle connection times out between two heartbeats; set heartbeat_interval to -1 to disable heartbeats (an idle connection then has no read deadline)",
+			c.HeartbeatInterval, c.ReadTimeout, margin)
 	}
 	return nil
 }
@@ -468,7 +522,7 @@ func parseBoundTag(f reflect.StructField, tag string) reflect.Value {
 }
 
 // set coerces value, checks it against the bounds and stores it in c.
-func (o *configOption) set(c *Config, value interface{}) error {
+func (o *configOption) set(c *Config, value any) error {
 	v, err := coerce(value, o.typ)
 	if err != nil {
 		return fmt.Errorf("nsq: cannot set option %s to %#v: %w", o.name, value, err)
@@ -519,7 +573,7 @@ var (
 
 // coerce converts value to typ, following the rules documented on
 // Config.Set.
-func coerce(value interface{}, typ reflect.Type) (reflect.Value, error) {
+func coerce(value any, typ reflect.Type) (reflect.Value, error) {
 	switch typ {
 	case durationType:
 		d, err := coerceDuration(value)
@@ -541,11 +595,7 @@ func coerce(value interface{}, typ reflect.Type) (reflect.Value, error) {
 	out := reflect.New(typ).Elem()
 	switch typ.Kind() {
 	case reflect.String:
-		s, err := coerceString(value)
-		if err != nil {
-			return reflect.Value{}, err
-		}
-		out.SetString(s)
+		out.SetString(coerceString(value))
 	case reflect.Bool:
 		b, err := coerceBool(value)
 		if err != nil {
@@ -585,122 +635,147 @@ func coerce(value interface{}, typ reflect.Type) (reflect.Value, error) {
 	return out, nil
 }
 
-func errValueType(value interface{}, want string) error {
+func errValueType(value any, want string) error {
 	return fmt.Errorf("want %s, got %T", want, value)
 }
 
-// coerceDuration accepts a time.Duration, a string for time.ParseDuration,
-// or a number of milliseconds of any numeric kind.
-func coerceDuration(value interface{}) (time.Duration, error) {
-	if d, ok := value.(time.Duration); ok {
-		return d, nil
+// The coercions below are go-nsq v1.1.0's: a value is recognised by its
+// exact type, so int8, uint8 and named types (time.Duration aside) are none
+// of the integer kinds. Where go-nsq silently wraps a value (an int64 number
+// of milliseconds beyond time.Duration, -1 for max_attempts, a value beyond
+// the field's type) or accepts NaN, Set refuses it instead.
+
+// signed returns value as an int64 when its type is int, int16, int32 or
+// int64.
+func signed(value any) (int64, bool) {
+	switch v := value.(type) {
+	case int:
+		return int64(v), true
+	case int16:
+		return int64(v), true
+	case int32:
+		return int64(v), true
+	case int64:
+		return v, true
 	}
-	rv := reflect.ValueOf(value)
-	switch {
-	case rv.Kind() == reflect.String:
-		return time.ParseDuration(rv.String())
-	case rv.CanInt():
-		ms := rv.Int()
+	return 0, false
+}
+
+// unsigned returns value as a uint64 when its type is uint, uint16, uint32
+// or uint64.
+func unsigned(value any) (uint64, bool) {
+	switch v := value.(type) {
+	case uint:
+		return uint64(v), true
+	case uint16:
+		return uint64(v), true
+	case uint32:
+		return uint64(v), true
+	case uint64:
+		return v, true
+	}
+	return 0, false
+}
+
+// coerceDuration accepts a string for time.ParseDuration, a time.Duration,
+// or a number of milliseconds of type int, int16, int32, int64, uint,
+// uint16, uint32 or uint64.
+func coerceDuration(value any) (time.Duration, error) {
+	switch v := value.(type) {
+	case string:
+		return time.ParseDuration(v)
+	case time.Duration:
+		return v, nil
+	}
+	if ms, ok := signed(value); ok {
 		if ms > math.MaxInt64/int64(time.Millisecond) || ms < math.MinInt64/int64(time.Millisecond) {
 			return 0, fmt.Errorf("%dms overflows time.Duration", ms)
 		}
 		return time.Duration(ms) * time.Millisecond, nil
-	case rv.CanUint():
-		ms := rv.Uint()
+	}
+	if ms, ok := unsigned(value); ok {
 		if ms > math.MaxInt64/uint64(time.Millisecond) {
 			return 0, fmt.Errorf("%dms overflows time.Duration", ms)
 		}
 		return time.Duration(ms) * time.Millisecond, nil
-	case rv.CanFloat():
-		ns := rv.Float() * float64(time.Millisecond)
-		if math.IsNaN(ns) || ns >= math.MaxInt64 || ns < math.MinInt64 {
-			return 0, fmt.Errorf("%vms is not a valid time.Duration", rv.Float())
-		}
-		return time.Duration(ns), nil
 	}
-	return 0, errValueType(value, "a duration string, a time.Duration or a number of milliseconds")
+	return 0, errValueType(value, "a duration string, a time.Duration or an integer number of milliseconds")
 }
 
-func coerceBool(value interface{}) (bool, error) {
-	rv := reflect.ValueOf(value)
-	switch {
-	case rv.Kind() == reflect.Bool:
-		return rv.Bool(), nil
-	case rv.Kind() == reflect.String:
-		return strconv.ParseBool(rv.String())
-	case rv.CanInt():
-		return rv.Int() != 0, nil
-	case rv.CanUint():
-		return rv.Uint() != 0, nil
+// coerceBool accepts a bool, a string for strconv.ParseBool, or an integer
+// (non-zero is true).
+func coerceBool(value any) (bool, error) {
+	switch v := value.(type) {
+	case bool:
+		return v, nil
+	case string:
+		return strconv.ParseBool(v)
+	}
+	if n, ok := signed(value); ok {
+		return n != 0, nil
+	}
+	if n, ok := unsigned(value); ok {
+		return n != 0, nil
 	}
 	return false, errValueType(value, "a bool, a bool string or an integer")
 }
 
-func coerceInt64(value interface{}) (int64, error) {
-	rv := reflect.ValueOf(value)
-	switch {
-	case rv.Kind() == reflect.String:
-		return strconv.ParseInt(rv.String(), 10, 64)
-	case rv.CanInt():
-		return rv.Int(), nil
-	case rv.CanUint():
-		if rv.Uint() > math.MaxInt64 {
-			return 0, fmt.Errorf("%d overflows int64", rv.Uint())
+// coerceInt64 accepts a base-10 string or an integer.
+func coerceInt64(value any) (int64, error) {
+	if s, ok := value.(string); ok {
+		return strconv.ParseInt(s, 10, 64)
+	}
+	if n, ok := signed(value); ok {
+		return n, nil
+	}
+	if n, ok := unsigned(value); ok {
+		if n > math.MaxInt64 {
+			return 0, fmt.Errorf("%d overflows int64", n)
 		}
-		return int64(rv.Uint()), nil
-	case rv.CanFloat():
-		f := rv.Float()
-		if f != math.Trunc(f) || f < math.MinInt64 || f >= math.MaxInt64 {
-			return 0, fmt.Errorf("%v is not a whole number in the int64 range", f)
-		}
-		return int64(f), nil
+		return int64(n), nil
 	}
 	return 0, errValueType(value, "an integer or an integer string")
 }
 
-func coerceUint64(value interface{}) (uint64, error) {
-	rv := reflect.ValueOf(value)
-	switch {
-	case rv.Kind() == reflect.String:
-		s := rv.String()
-		if strings.HasPrefix(s, "-") {
-			return 0, fmt.Errorf("%s is negative", s)
-		}
+// coerceUint64 accepts a base-10 string or a non-negative integer.
+func coerceUint64(value any) (uint64, error) {
+	if s, ok := value.(string); ok {
 		return strconv.ParseUint(s, 10, 64)
-	case rv.CanInt():
-		if rv.Int() < 0 {
-			return 0, fmt.Errorf("%d is negative", rv.Int())
+	}
+	if n, ok := signed(value); ok {
+		if n < 0 {
+			return 0, fmt.Errorf("%d is negative", n)
 		}
-		return uint64(rv.Int()), nil
-	case rv.CanUint():
-		return rv.Uint(), nil
-	case rv.CanFloat():
-		f := rv.Float()
-		if f != math.Trunc(f) || f < 0 || f >= math.MaxUint64 {
-			return 0, fmt.Errorf("%v is not a whole number in the uint64 range", f)
-		}
-		return uint64(f), nil
+		return uint64(n), nil
+	}
+	if n, ok := unsigned(value); ok {
+		return n, nil
 	}
 	return 0, errValueType(value, "a non-negative integer or integer string")
 }
 
-func coerceFloat64(value interface{}) (float64, error) {
-	rv := reflect.ValueOf(value)
+// coerceFloat64 accepts a string for strconv.ParseFloat, an integer, a
+// float32 or a float64; not NaN.
+func coerceFloat64(value any) (float64, error) {
 	var f float64
-	switch {
-	case rv.Kind() == reflect.String:
+	switch v := value.(type) {
+	case string:
 		var err error
-		if f, err = strconv.ParseFloat(rv.String(), 64); err != nil {
+		if f, err = strconv.ParseFloat(v, 64); err != nil {
 			return 0, err
 		}
-	case rv.CanInt():
-		f = float64(rv.Int())
-	case rv.CanUint():
-		f = float64(rv.Uint())
-	case rv.CanFloat():
-		f = rv.Float()
+	case float32:
+		f = float64(v)
+	case float64:
+		f = v
 	default:
-		return 0, errValueType(value, "a number or a number string")
+		if n, ok := signed(value); ok {
+			f = float64(n)
+		} else if n, ok := unsigned(value); ok {
+			f = float64(n)
+		} else {
+			return 0, errValueType(value, "a number or a number string")
+		}
 	}
 	if math.IsNaN(f) {
 		return 0, errors.New("NaN is not a valid value")
@@ -708,27 +783,29 @@ func coerceFloat64(value interface{}) (float64, error) {
 	return f, nil
 }
 
-func coerceString(value interface{}) (string, error) {
-	rv := reflect.ValueOf(value)
-	switch {
-	case rv.Kind() == reflect.String:
-		return rv.String(), nil
-	case rv.CanInt():
-		return strconv.FormatInt(rv.Int(), 10), nil
-	case rv.CanUint():
-		return strconv.FormatUint(rv.Uint(), 10), nil
-	case rv.CanFloat():
-		return strconv.FormatFloat(rv.Float(), 'f', -1, 64), nil
+// coerceString formats any value: a string as it is, an integer in base 10,
+// a float32 or float64 with six decimals ("1.500000"), anything else with
+// fmt's %s verb (a []byte as its text, a fmt.Stringer through String,
+// time.Duration as "1s"), as go-nsq does.
+func coerceString(value any) string {
+	switch v := value.(type) {
+	case string:
+		return v
+	case float32, float64:
+		return fmt.Sprintf("%f", v)
 	}
-	if s, ok := value.(fmt.Stringer); ok {
-		return s.String(), nil
+	if n, ok := signed(value); ok {
+		return strconv.FormatInt(n, 10)
 	}
-	return "", errValueType(value, "a string")
+	if n, ok := unsigned(value); ok {
+		return strconv.FormatUint(n, 10)
+	}
+	return fmt.Sprintf("%s", value)
 }
 
 // coerceAddr accepts a net.Addr, a "host:port" string resolved as TCP, or
 // nil (no local address).
-func coerceAddr(value interface{}) (reflect.Value, error) {
+func coerceAddr(value any) (reflect.Value, error) {
 	var addr net.Addr
 	switch v := value.(type) {
 	case nil:
@@ -752,7 +829,7 @@ func coerceAddr(value interface{}) (reflect.Value, error) {
 
 // coerceBackoffStrategy accepts "exponential" (or ""), "full_jitter", or a
 // BackoffStrategy value. A string always yields a new strategy.
-func coerceBackoffStrategy(value interface{}) (reflect.Value, error) {
+func coerceBackoffStrategy(value any) (reflect.Value, error) {
 	var s BackoffStrategy
 	switch v := value.(type) {
 	case string:
@@ -793,7 +870,7 @@ var tlsVersions = map[string]uint16{
 
 // setTLSOption applies one of the set-only TLS options, creating
 // c.TlsConfig if it is nil. On error c is unchanged.
-func (c *Config) setTLSOption(name string, value interface{}) error {
+func (c *Config) setTLSOption(name string, value any) error {
 	tc := c.TlsConfig
 	if tc == nil {
 		tc = &tls.Config{}
@@ -805,7 +882,7 @@ func (c *Config) setTLSOption(name string, value interface{}) error {
 	return nil
 }
 
-func (c *Config) applyTLSOption(tc *tls.Config, name string, value interface{}) error {
+func (c *Config) applyTLSOption(tc *tls.Config, name string, value any) error {
 	switch name {
 	case "tls_root_ca_file":
 		path, ok := value.(string)

@@ -109,7 +109,7 @@ func TestNewConfigDefaults(t *testing.T) {
 	c := NewConfig()
 	tests := []struct {
 		field string
-		want  interface{}
+		want  any
 	}{
 		{"DialTimeout", time.Second},
 		{"ReadTimeout", 60 * time.Second},
@@ -185,8 +185,8 @@ func TestNewConfigDefaults(t *testing.T) {
 // after a successful Set, or an error.
 type setCase struct {
 	name    string
-	value   interface{}
-	want    interface{}
+	value   any
+	want    any
 	wantErr bool
 }
 
@@ -217,14 +217,16 @@ func TestConfigSetDuration(t *testing.T) {
 		{name: "string s", value: "1s", want: time.Second},
 		{name: "string fractional", value: "1.5s", want: 1500 * time.Millisecond},
 		{name: "int ms", value: 1500, want: 1500 * time.Millisecond},
-		{name: "int8 ms", value: int8(5), want: 5 * time.Millisecond},
+		{name: "int8 ms", value: int8(5), wantErr: true}, // as go-nsq: not an integer kind
 		{name: "int32 ms", value: int32(250), want: 250 * time.Millisecond},
 		{name: "int64 ms", value: int64(2000), want: 2 * time.Second},
-		{name: "named int ms", value: namedInt(3), want: 3 * time.Millisecond},
+		{name: "named int ms", value: namedInt(3), wantErr: true},
+		{name: "int16 ms", value: int16(3), want: 3 * time.Millisecond},
+		{name: "uint32 ms", value: uint32(3), want: 3 * time.Millisecond},
 		{name: "uint ms", value: uint(7), want: 7 * time.Millisecond},
 		{name: "uint64 ms", value: uint64(60000), want: time.Minute},
-		{name: "float64 ms", value: 2.5, want: 2500 * time.Microsecond},
-		{name: "float32 ms", value: float32(0.5), want: 500 * time.Microsecond},
+		{name: "float64 ms", value: 2.5, wantErr: true},
+		{name: "float32 ms", value: float32(0.5), wantErr: true},
 		{name: "time.Duration", value: 3 * time.Second, want: 3 * time.Second},
 		{name: "zero", value: 0, want: time.Duration(0)},
 		{name: "bad string", value: "soon", wantErr: true},
@@ -251,7 +253,9 @@ func TestConfigSetBool(t *testing.T) {
 		{name: "int 1", value: 1, want: true},
 		{name: "int 0", value: 0, want: false},
 		{name: "negative int64", value: int64(-3), want: true},
-		{name: "uint8 2", value: uint8(2), want: true},
+		{name: "uint8 2", value: uint8(2), wantErr: true},
+		{name: "uint16 2", value: uint16(2), want: true},
+		{name: "duration", value: time.Second, wantErr: true},
 		{name: "uint 0", value: uint(0), want: false},
 		{name: "string yes", value: "yes", wantErr: true},
 		{name: "empty string", value: "", wantErr: true},
@@ -265,11 +269,13 @@ func TestConfigSetInteger(t *testing.T) {
 		runSetCases(t, "max_in_flight", "MaxInFlight", []setCase{
 			{name: "string", value: "42", want: 42},
 			{name: "int", value: 42, want: 42},
-			{name: "int8", value: int8(42), want: 42},
+			{name: "int8", value: int8(42), wantErr: true},
+			{name: "int16", value: int16(42), want: 42},
 			{name: "uint16", value: uint16(42), want: 42},
 			{name: "uint64", value: uint64(42), want: 42},
-			{name: "whole float64", value: 42.0, want: 42},
-			{name: "whole float32", value: float32(42), want: 42},
+			{name: "whole float64", value: 42.0, wantErr: true},
+			{name: "whole float32", value: float32(42), wantErr: true},
+			{name: "duration", value: time.Second, wantErr: true},
 			{name: "fractional string", value: "4.2", wantErr: true},
 			{name: "fractional float", value: 4.2, wantErr: true},
 			{name: "word", value: "many", wantErr: true},
@@ -297,7 +303,7 @@ func TestConfigSetInteger(t *testing.T) {
 		runSetCases(t, "max_attempts", "MaxAttempts", []setCase{
 			{name: "string", value: "7", want: uint16(7)},
 			{name: "int", value: 7, want: uint16(7)},
-			{name: "whole float", value: 7.0, want: uint16(7)},
+			{name: "whole float", value: 7.0, wantErr: true},
 			{name: "negative string", value: "-1", wantErr: true},
 			{name: "negative int", value: -1, wantErr: true},
 			{name: "negative float", value: -1.0, wantErr: true},
@@ -327,19 +333,24 @@ func TestConfigSetString(t *testing.T) {
 		{name: "empty", value: "", want: ""},
 		{name: "int", value: 42, want: "42"},
 		{name: "uint", value: uint(7), want: "7"},
-		{name: "float", value: 1.5, want: "1.5"},
+		{name: "int8", value: int8(5), want: "%!s(int8=5)"},
+		{name: "float", value: 1.5, want: "1.500000"},
+		{name: "float32", value: float32(0.25), want: "0.250000"},
 		{name: "Stringer", value: net.IPv4(10, 0, 0, 1), want: "10.0.0.1"},
-		{name: "nil", value: nil, wantErr: true},
-		{name: "slice", value: []string{"a"}, wantErr: true},
+		{name: "duration", value: time.Second, want: "1s"},
+		{name: "bytes", value: []byte("s3cret"), want: "s3cret"},
+		{name: "bool", value: true, want: "%!s(bool=true)"},
+		{name: "nil", value: nil, want: "%!s(<nil>)"},
+		{name: "slice", value: []string{"a"}, want: "[a]"},
 	})
 }
 
 func TestConfigSetOptionNames(t *testing.T) {
 	tests := []struct {
 		option string
-		value  interface{}
+		value  any
 		field  string
-		want   interface{}
+		want   any
 	}{
 		{"max_in_flight", 5, "MaxInFlight", 5},
 		{"max-in-flight", 5, "MaxInFlight", 5},
@@ -372,7 +383,7 @@ func TestConfigSetLocalAddr(t *testing.T) {
 	unix := &net.UnixAddr{Name: "/tmp/nsq.sock", Net: "unix"}
 	tests := []struct {
 		name    string
-		value   interface{}
+		value   any
 		want    string // LocalAddr.String(); "" means nil
 		wantErr bool
 	}{
@@ -443,7 +454,7 @@ func TestConfigSetBackoffStrategy(t *testing.T) {
 		require.NoError(t, c.Set("backoff_strategy", constantStrategy(time.Second)))
 		assert.Equal(t, BackoffStrategy(constantStrategy(time.Second)), c.BackoffStrategy)
 	})
-	for _, bad := range []interface{}{"linear", "full-jitter", 3, nil} {
+	for _, bad := range []any{"linear", "full-jitter", 3, nil} {
 		t.Run(fmt.Sprintf("rejects %#v", bad), func(t *testing.T) {
 			c := NewConfig()
 			before := c.BackoffStrategy
@@ -491,14 +502,14 @@ func TestConfigBounds(t *testing.T) {
 	const ns = time.Nanosecond
 	tests := []struct {
 		opt, field string
-		below, min interface{} // nil: no minimum
-		max, above interface{} // nil: no maximum
+		below, min any // nil: no minimum
+		max, above any // nil: no maximum
 		// prepare sets other fields so that Validate's cross checks pass
 		// with the field at its bounds.
 		prepare func(c *Config)
 	}{
 		{opt: "read_timeout", field: "ReadTimeout", below: 100*time.Millisecond - ns, min: 100 * time.Millisecond, max: 5 * time.Minute, above: 5*time.Minute + ns,
-			prepare: func(c *Config) { c.HeartbeatInterval = time.Millisecond }},
+			prepare: func(c *Config) { c.HeartbeatInterval = -1 }},
 		{opt: "write_timeout", field: "WriteTimeout", below: 100*time.Millisecond - ns, min: 100 * time.Millisecond, max: 5 * time.Minute, above: 5*time.Minute + ns},
 		{opt: "lookupd_poll_interval", field: "LookupdPollInterval", below: 10*time.Millisecond - ns, min: 10 * time.Millisecond, max: 5 * time.Minute, above: 5*time.Minute + ns},
 		{opt: "lookupd_poll_jitter", field: "LookupdPollJitter", below: -0.001, min: 0.0, max: 1.0, above: 1.001},
@@ -551,7 +562,7 @@ func TestConfigBounds(t *testing.T) {
 			assert.Equal(t, tt.min != nil, o.min.IsValid(), "has a minimum")
 			assert.Equal(t, tt.max != nil, o.max.IsValid(), "has a maximum")
 
-			check := func(t *testing.T, value, accepted interface{}, wantBound string) {
+			check := func(t *testing.T, value, accepted any, wantBound string) {
 				// Set
 				c := NewConfig()
 				require.NoError(t, c.Set(tt.opt, accepted))
@@ -643,9 +654,32 @@ func TestConfigValidateCrossChecks(t *testing.T) {
 		{"no reconnect backoff", func(c *Config) { c.ReconnectBackoff, c.MaxReconnectBackoff = 0, 0 }, ""},
 		{"heartbeat above read timeout", func(c *Config) {
 			c.HeartbeatInterval, c.ReadTimeout = 61*time.Second, time.Minute
-		}, "nsq: invalid option heartbeat_interval: 1m1s is above read_timeout 1m0s"},
-		{"heartbeat equal to read timeout", func(c *Config) { c.HeartbeatInterval = c.ReadTimeout }, ""},
-		{"heartbeats disabled", func(c *Config) { c.HeartbeatInterval = -1 }, ""},
+		}, "nsq: invalid option heartbeat_interval: 1m1s must be below read_timeout 1m0s by at least 6s, or an idle connection times out between two heartbeats; set heartbeat_interval to -1 to disable heartbeats (an idle connection then has no read deadline)"},
+		// Issue 9: 1s/1s passed Validate and the connection died idle.
+		{"heartbeat equal to read timeout", func(c *Config) { c.HeartbeatInterval, c.ReadTimeout = time.Second, time.Second },
+			"nsq: invalid option heartbeat_interval: 1s must be below read_timeout 1s by at least 100ms, or an idle connection times out between two heartbeats; set heartbeat_interval to -1 to disable heartbeats (an idle connection then has no read deadline)"},
+		{"heartbeat within the margin", func(c *Config) { c.HeartbeatInterval, c.ReadTimeout = 55*time.Second, time.Minute },
+			"nsq: invalid option heartbeat_interval: 55s must be below read_timeout 1m0s by at least 6s, or an idle connection times out between two heartbeats; set heartbeat_interval to -1 to disable heartbeats (an idle connection then has no read deadline)"},
+		{"heartbeat at the margin", func(c *Config) { c.HeartbeatInterval, c.ReadTimeout = 54*time.Second, time.Minute }, ""},
+		{"heartbeat 1s under read timeout 1.2s", func(c *Config) { c.HeartbeatInterval, c.ReadTimeout = time.Second, 1200*time.Millisecond }, ""},
+		{"heartbeats disabled (-1ns)", func(c *Config) { c.HeartbeatInterval = -1 }, ""},
+		{"heartbeats disabled (-1ms)", func(c *Config) { c.HeartbeatInterval = -time.Millisecond }, ""},
+		{"heartbeats disabled with a short read timeout", func(c *Config) { c.HeartbeatInterval, c.ReadTimeout = -1, 100*time.Millisecond }, ""},
+		{"heartbeat -1s", func(c *Config) { c.HeartbeatInterval = -time.Second },
+			"nsq: invalid option heartbeat_interval: -1s; nsqd accepts -1 (no heartbeats), 0 (its default, 30s) or 1s up to its --max-heartbeat-interval"},
+		{"heartbeat -1.5ms", func(c *Config) { c.HeartbeatInterval = -1500 * time.Microsecond }, ""}, // -1, as go-nsq sends it
+		{"heartbeat -2ms", func(c *Config) { c.HeartbeatInterval = -2 * time.Millisecond },
+			"nsq: invalid option heartbeat_interval: -2ms; nsqd accepts -1 (no heartbeats), 0 (its default, 30s) or 1s up to its --max-heartbeat-interval"},
+		{"heartbeat sub-millisecond", func(c *Config) { c.HeartbeatInterval = 500 * time.Microsecond },
+			"nsq: invalid option heartbeat_interval: 500µs is not a whole number of milliseconds above zero; IDENTIFY would carry 0, which nsqd reads as its default (30s)"},
+		{"heartbeat negative sub-millisecond", func(c *Config) { c.HeartbeatInterval = -500 * time.Microsecond },
+			"nsq: invalid option heartbeat_interval: -500µs is not a whole number of milliseconds above zero; IDENTIFY would carry 0, which nsqd reads as its default (30s)"},
+		{"heartbeat 0 is nsqd's 30s", func(c *Config) { c.HeartbeatInterval, c.ReadTimeout = 0, 31*time.Second },
+			"nsq: invalid option heartbeat_interval: 0s must be below read_timeout 31s by at least 3.1s, or an idle connection times out between two heartbeats; set heartbeat_interval to -1 to disable heartbeats (an idle connection then has no read deadline)"},
+		{"heartbeat 0 with the default read timeout", func(c *Config) { c.HeartbeatInterval = 0 }, ""},
+		// nsqd refuses 1ms to 999ms with an ErrIdentify, as with go-nsq
+		// (whose TestProducerHeartbeat counts on it).
+		{"heartbeat 100ms is left to nsqd", func(c *Config) { c.HeartbeatInterval = 100 * time.Millisecond }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -701,7 +735,7 @@ func TestConfigFlag(t *testing.T) {
 	tests := []struct {
 		arg     string
 		field   string
-		want    interface{}
+		want    any
 		wantErr string // substring; "" means success
 	}{
 		{arg: "max_in_flight,5", field: "MaxInFlight", want: 5},
@@ -831,7 +865,7 @@ func TestConfigTLSOptions(t *testing.T) {
 	})
 	for _, tt := range []struct {
 		name  string
-		value interface{}
+		value any
 	}{
 		{"missing file", filepath.Join(t.TempDir(), "missing.pem")},
 		{"file without PEM", ca.keyFile},
@@ -874,7 +908,7 @@ func TestConfigTLSOptions(t *testing.T) {
 	})
 
 	for _, tt := range []struct {
-		value   interface{}
+		value   any
 		want    uint16
 		wantErr bool
 	}{
@@ -903,7 +937,7 @@ func TestConfigTLSOptions(t *testing.T) {
 	}
 
 	for _, tt := range []struct {
-		value   interface{}
+		value   any
 		want    bool
 		wantErr bool
 	}{

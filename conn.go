@@ -18,10 +18,12 @@ import (
 	"github.com/golang/snappy"
 )
 
-// ConnDelegate receives what a [Conn] reads from nsqd. Its methods are called
-// from the connection's read goroutine (OnIOError and OnClose may also be
-// called from its write goroutine or from Close); data is valid only during
-// the call.
+// ConnDelegate receives what a [Conn] reads from nsqd. OnResponse, OnError
+// and OnHeartbeat are called from the connection's read goroutine, one at a
+// time; OnIOError from the read or the write goroutine, whichever found the
+// connection broken; OnClose from the last of the two to finish. The data
+// slices are the delegate's own: it may keep and change them. A callback may
+// call any method of the Conn, Close included.
 //
 // It is the part of go-nsq's ConnDelegate a producer needs: a type written
 // for go-nsq's (larger) interface satisfies it.
@@ -30,11 +32,13 @@ type ConnDelegate interface {
 	OnResponse(*Conn, []byte)
 	// OnError is called for each error frame.
 	OnError(*Conn, []byte)
-	// OnIOError is called once, with the error that broke the connection.
+	// OnIOError is called at most once, with the error that broke the
+	// connection; not when Close ended it.
 	OnIOError(*Conn, error)
 	// OnHeartbeat is called for each heartbeat; the Conn answers it with NOP.
 	OnHeartbeat(*Conn)
-	// OnClose is called once, after the connection's goroutines have exited.
+	// OnClose is called once for a Conn whose Connect succeeded, when its
+	// read and write goroutines are done, after every other callback.
 	OnClose(*Conn)
 }
 
@@ -63,12 +67,14 @@ type Conn struct {
 	addr     string
 	config   *Config
 	delegate ConnDelegate
-	logf     func(lvl LogLevel, format string, args ...any) // never nil
+	logf     func(lvl LogLevel, format string, args ...any)           // never nil
+	dial     func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP; tests on virtual time set it
 
 	// Written by connect under connMu (teardown may read it meanwhile), then
 	// read-only.
 	connMu sync.Mutex
 	conn   net.Conn // the TCP connection, or the TLS one over it
+	raw    net.Conn // the TCP connection: what teardown closes
 
 	// Owned by connect, then by the read goroutine.
 	fr frameReader
@@ -76,15 +82,32 @@ type Conn struct {
 	bw       *bufio.Writer
 	flushers []interface{ Flush() error } // compressor layers under bw, flushed after it
 
-	state     atomic.Int32      // connState
-	writeChan chan writeRequest // to the write goroutine; unbuffered: a send succeeds when it is idle
-	nopChan   chan struct{}     // a NOP is due; capacity 1
-	exitChan  chan struct{}     // closed by teardown
-	closeOnce sync.Once
+	// okFrame is what OnResponse gets for each "OK" when the delegate only
+	// reads it (the Producer's): one slice per Conn, so that an OK costs no
+	// allocation. nil for any other delegate, which gets a fresh slice.
+	okFrame []byte
+
+	state     atomic.Int32          // connState
+	writeChan chan writeRequest     // to the write goroutine; unbuffered: a send succeeds when it is idle
+	nopChan   chan struct{}         // a NOP is due; capacity 1
+	exitChan  chan struct{}         // closed by teardown
+	dying     atomic.Bool           // set by the first teardown; later ones return at once
 	err       error                 // why the connection ended: written before exitChan is closed
 	running   atomic.Int32          // goroutines still running; the last one out calls OnClose
 	writeErr  atomic.Pointer[error] // set when the write goroutine failed; the reader drains and ends
-	drainBy   atomic.Int64          // when the reader must have drained (Unix ns), once writeErr is set
+
+	// The read deadline follows read_timeout's meaning: nsqd has not
+	// answered the oldest unanswered command for that long (counted from
+	// when it was written, or from the previous answer), or, with no command
+	// unanswered and heartbeats on, has sent nothing for that long. With
+	// nothing unanswered and heartbeats off there is no deadline: an idle
+	// connection stays open. The write goroutine counts the commands it
+	// writes, the read goroutine the answers it reads; both set the
+	// deadline under rdMu, so that neither undoes the other's.
+	rdMu       sync.Mutex
+	unanswered int  // commands written whose answer has not been read
+	heartbeats bool // nsqd sends heartbeats (heartbeat_interval is not -1); read-only
+	draining   bool // the write goroutine failed: the deadline is the drain's, left alone
 }
 
 type connState = int32
@@ -115,7 +138,7 @@ type writeRequest struct {
 // config must come from NewConfig.
 func NewConn(addr string, config *Config, delegate ConnDelegate) *Conn {
 	config.assertInitialized()
-	return &Conn{
+	c := &Conn{
 		addr:      addr,
 		config:    config,
 		delegate:  delegate,
@@ -124,15 +147,29 @@ func NewConn(addr string, config *Config, delegate ConnDelegate) *Conn {
 		nopChan:   make(chan struct{}, 1),
 		exitChan:  make(chan struct{}),
 	}
+	if _, ok := delegate.(frameReadOnly); ok {
+		c.okFrame = []byte(respOK)
+	}
+	c.heartbeats = identifyMillis(config.HeartbeatInterval) != -1
+	return c
 }
+
+// frameReadOnly is implemented by the package's own delegates, which never
+// keep or change the frame data they are given.
+type frameReadOnly interface{ readsFramesOnly() }
+
+func (producerConnDelegate) readsFramesOnly() {}
 
 // String returns the nsqd address given to NewConn.
 func (c *Conn) String() string { return c.addr }
 
-// RemoteAddr returns the address of the connected nsqd, or nil before
-// Connect.
+// RemoteAddr returns the address of nsqd once Connect has reached it (also
+// after the connection closed), or nil when no connection was made: before
+// Connect, after a Close that came first, or when dialling failed.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.state.Load() < stateConnected {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.conn == nil {
 		return nil
 	}
 	return c.conn.RemoteAddr()
@@ -144,9 +181,10 @@ func (c *Conn) Connect() (*IdentifyResponse, error) {
 	return c.connect(context.Background())
 }
 
-// Close tears the connection down at once: the socket is closed, the
-// goroutines exit and the delegate's OnClose is called. It is safe to call
-// more than once and always returns nil.
+// Close tears the connection down at once: the socket is closed and the
+// goroutines exit; the last of them calls the delegate's OnClose. Close does
+// not wait for that. It may be called more than once, before Connect, and
+// from the delegate's callbacks, and always returns nil.
 func (c *Conn) Close() error {
 	c.teardown(ErrClosing)
 	return nil
@@ -190,27 +228,36 @@ func (c *Conn) write(req writeRequest) error {
 	}
 }
 
-// teardown is the one way a connection ends; the first call records err,
-// closes the socket and releases the goroutines, later calls do nothing.
+// teardown is the one way a connection ends. The first call records err,
+// closes the socket, releases the goroutines and calls OnIOError; every
+// later call returns at once, without waiting for the first to finish, so
+// that a delegate may call Close from OnIOError or any other callback. It
+// holds no lock while it calls the delegate.
 func (c *Conn) teardown(err error) {
-	c.closeOnce.Do(func() {
-		c.err = err
-		prev := c.state.Swap(stateClosed)
-		close(c.exitChan)
-		c.connMu.Lock()
-		if c.conn != nil {
-			c.conn.Close()
-		}
-		c.connMu.Unlock()
-		// A connection that never finished Connect reports its error from
-		// Connect only: the delegate hears of connections it could use.
-		if prev == stateConnected && err != ErrClosing {
-			c.delegate.OnIOError(c, err)
-		}
-	})
+	if c.dying.Swap(true) {
+		return
+	}
+	c.err = err
+	prev := c.state.Swap(stateClosed)
+	close(c.exitChan)
+	c.connMu.Lock()
+	if c.raw != nil {
+		// The transport, never the TLS layer: tls.Conn.Close writes a
+		// close_notify, which blocks (under its own 5 s deadline, and
+		// behind a write in progress) when nsqd has stopped reading.
+		// nsqd does not wait for one.
+		c.raw.Close()
+	}
+	c.connMu.Unlock()
+	// A connection that never finished Connect reports its error from
+	// Connect only: the delegate hears of connections it could use.
+	if prev == stateConnected && err != ErrClosing {
+		c.delegate.OnIOError(c, err)
+	}
 }
 
-// goroutineDone is called by each of the two goroutines as it exits.
+// goroutineDone is called by each of the two goroutines as its last act;
+// the second calls OnClose.
 func (c *Conn) goroutineDone() {
 	if c.running.Add(-1) == 0 {
 		c.delegate.OnClose(c)
@@ -240,6 +287,9 @@ func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 		// Closed while connecting.
 		return nil, c.closeErr()
 	}
+	c.rdMu.Lock()
+	c.armReadDeadline()
+	c.rdMu.Unlock()
 	c.running.Store(2)
 	go c.readLoop()
 	go c.writeLoop()
@@ -247,8 +297,12 @@ func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 }
 
 func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
-	dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
-	conn, err := dialer.DialContext(ctx, "tcp", c.addr)
+	dial := c.dial
+	if dial == nil {
+		dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return dialContext(ctx, &dialer, addr) }
+	}
+	conn, err := dial(ctx, c.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -322,13 +376,16 @@ func (c *Conn) setConn(nc net.Conn) error {
 		return ErrClosing
 	}
 	c.conn = nc
+	if c.raw == nil {
+		c.raw = nc
+	}
 	return nil
 }
 
 // identify sends IDENTIFY and reads nsqd's answer.
 func (c *Conn) identify() (*IdentifyResponse, error) {
 	cfg := c.config
-	ci := map[string]interface{}{
+	ci := map[string]any{
 		"client_id":             cfg.ClientID,
 		"hostname":              cfg.Hostname,
 		"user_agent":            cfg.UserAgent,
@@ -340,9 +397,9 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 		"deflate_level":         cfg.DeflateLevel,
 		"snappy":                cfg.Snappy,
 		"sample_rate":           cfg.SampleRate,
-		"heartbeat_interval":    millis(cfg.HeartbeatInterval),
+		"heartbeat_interval":    identifyMillis(cfg.HeartbeatInterval),
 		"output_buffer_size":    cfg.OutputBufferSize,
-		"output_buffer_timeout": millis(cfg.OutputBufferTimeout),
+		"output_buffer_timeout": identifyMillis(cfg.OutputBufferTimeout),
 		"msg_timeout":           int64(cfg.MsgTimeout / time.Millisecond),
 	}
 	cmd, err := Identify(ci)
@@ -356,8 +413,12 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if typ == FrameTypeError {
+	switch typ {
+	case FrameTypeResponse:
+	case FrameTypeError:
 		return nil, ErrIdentify{Reason: string(data)}
+	default:
+		return nil, ErrIdentify{Reason: fmt.Sprintf("nsqd answered IDENTIFY with a frame of type %d", typ)}
 	}
 	resp := &IdentifyResponse{}
 	if string(data) == respOK {
@@ -371,10 +432,13 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	return resp, nil
 }
 
-// millis converts a duration option to what IDENTIFY expects: milliseconds,
-// with -1 (off) kept as -1.
-func millis(d time.Duration) int64 {
-	if d < 0 {
+// identifyMillis converts a duration option to what IDENTIFY carries, as
+// go-nsq does: whole milliseconds (truncated toward zero), and -1 for a
+// duration of -1ns (time.Duration(-1)). nsqd reads -1 as "off" and 0 as
+// "its default"; Config.Validate refuses the heartbeat intervals nsqd would
+// refuse or misread.
+func identifyMillis(d time.Duration) int64 {
+	if d == -1 {
 		return -1
 	}
 	return int64(d / time.Millisecond)
@@ -421,8 +485,12 @@ func (c *Conn) auth() error {
 	if err != nil {
 		return err
 	}
-	if typ == FrameTypeError {
+	switch typ {
+	case FrameTypeResponse:
+	case FrameTypeError:
 		return fmt.Errorf("nsq: AUTH refused by nsqd at %s: %w", c.addr, ErrProtocol{Reason: string(data)})
+	default:
+		return &FrameError{Reason: fmt.Sprintf("nsqd at %s answered AUTH with a frame of type %d", c.addr, typ)}
 	}
 	var resp AuthResponse
 	if err := json.Unmarshal(data, &resp); err != nil {
@@ -481,13 +549,6 @@ func (c *Conn) flush() error {
 func (c *Conn) readLoop() {
 	defer c.goroutineDone()
 	for {
-		if c.writeErr.Load() == nil {
-			c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
-			if c.writeErr.Load() != nil {
-				// The write goroutine failed meanwhile: keep its deadline.
-				c.conn.SetReadDeadline(time.Unix(0, c.drainBy.Load()))
-			}
-		}
 		typ, data, err := c.fr.next()
 		if err != nil {
 			if werr := c.writeErr.Load(); werr != nil {
@@ -498,6 +559,7 @@ func (c *Conn) readLoop() {
 			c.teardown(err)
 			return
 		}
+		c.frameRead(typ, data)
 		switch typ {
 		case FrameTypeResponse:
 			switch string(data) {
@@ -508,7 +570,11 @@ func (c *Conn) readLoop() {
 				default: // one is due already
 				}
 			case respOK:
-				c.delegate.OnResponse(c, okBytes)
+				ok := c.okFrame
+				if ok == nil {
+					ok = []byte(respOK)
+				}
+				c.delegate.OnResponse(c, ok)
 			default:
 				c.delegate.OnResponse(c, append([]byte(nil), data...))
 			}
@@ -531,10 +597,79 @@ func (c *Conn) writeFailed(err error) {
 		c.teardown(err)
 		return
 	}
-	drainBy := time.Now().Add(time.Second)
-	c.drainBy.Store(drainBy.UnixNano())
 	c.writeErr.Store(&err)
-	c.conn.SetReadDeadline(drainBy)
+	c.rdMu.Lock()
+	c.draining = true
+	c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	c.rdMu.Unlock()
+}
+
+// armReadDeadline sets the read deadline for the state under rdMu.
+func (c *Conn) armReadDeadline() {
+	switch {
+	case c.draining:
+	case c.unanswered > 0 || c.heartbeats:
+		c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+	default:
+		c.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// commandsWriting is called by the write goroutine before it writes n
+// commands nsqd answers. It reports whether they are the oldest unanswered
+// ones: then read_timeout starts once they are written (commandsWritten),
+// and while they are being written there is no read deadline (write_timeout
+// watches the write).
+func (c *Conn) commandsWriting(n int) (oldest bool) {
+	if n == 0 {
+		return false
+	}
+	c.rdMu.Lock()
+	c.unanswered += n
+	oldest = c.unanswered == n
+	if oldest && c.heartbeats && !c.draining {
+		c.conn.SetReadDeadline(time.Time{}) // without heartbeats there is none already
+	}
+	c.rdMu.Unlock()
+	return oldest
+}
+
+// commandsWritten is called by the write goroutine once the oldest
+// unanswered commands are written: read_timeout starts, unless nsqd
+// answered them meanwhile.
+func (c *Conn) commandsWritten() {
+	c.rdMu.Lock()
+	if c.unanswered > 0 {
+		c.armReadDeadline()
+	}
+	c.rdMu.Unlock()
+}
+
+// frameRead is called by the read goroutine for each frame: an answer
+// (any response but a heartbeat, or an error) restarts read_timeout for the
+// next unanswered command; a heartbeat restarts it only when none is
+// unanswered.
+func (c *Conn) frameRead(typ int32, data []byte) {
+	heartbeat := typ == FrameTypeResponse && string(data) == respHeartbeat
+	c.rdMu.Lock()
+	if !heartbeat && c.unanswered > 0 {
+		c.unanswered--
+	}
+	if !heartbeat || c.unanswered == 0 {
+		c.armReadDeadline()
+	}
+	c.rdMu.Unlock()
+}
+
+// answered returns how many answers nsqd sends to cmd: none to NOP and to
+// the consumer commands RDY, FIN, REQ and TOUCH (unless they fail), one to
+// every other command.
+func (cmd *Command) answered() int {
+	switch string(cmd.Name) {
+	case "NOP", "RDY", "FIN", "REQ", "TOUCH":
+		return 0
+	}
+	return 1
 }
 
 // ioError describes an I/O failure; a deadline turns into a sentence that
@@ -542,7 +677,13 @@ func (c *Conn) writeFailed(err error) {
 func (c *Conn) ioError(op string, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		if op == "read" {
-			return fmt.Errorf("nsq: no frame from nsqd at %s within read_timeout (%s): %w", c.addr, c.config.ReadTimeout, err)
+			c.rdMu.Lock()
+			unanswered := c.unanswered
+			c.rdMu.Unlock()
+			if unanswered == 0 {
+				return fmt.Errorf("nsq: no heartbeat from nsqd at %s within read_timeout (%s): %w", c.addr, c.config.ReadTimeout, err)
+			}
+			return fmt.Errorf("nsq: nsqd at %s did not answer within read_timeout (%s): %w", c.addr, c.config.ReadTimeout, err)
 		}
 		return fmt.Errorf("nsq: nsqd at %s did not take our bytes within write_timeout (%s): %w", c.addr, c.config.WriteTimeout, err)
 	}
@@ -567,7 +708,7 @@ func (c *Conn) writeLoop() {
 				// it is written, and the router must know.
 				err = errNotWritten
 			default:
-				err = c.writeRequest(req)
+				err = c.encodeAndFlush(req)
 			}
 			if req.done != nil {
 				req.done <- err
@@ -593,8 +734,13 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeRequest encodes a request and flushes it once.
-func (c *Conn) writeRequest(req writeRequest) error {
+// encodeAndFlush encodes a request and flushes it once.
+func (c *Conn) encodeAndFlush(req writeRequest) error {
+	answers := commandCount(req.txs)
+	if req.cmd != nil {
+		answers += req.cmd.answered()
+	}
+	oldest := c.commandsWriting(answers)
 	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 	if req.cmd != nil {
 		req.cmd.WriteTo(c.bw)
@@ -608,7 +754,21 @@ func (c *Conn) writeRequest(req writeRequest) error {
 	if err := c.flush(); err != nil {
 		return c.ioError("write", err)
 	}
+	if oldest {
+		c.commandsWritten()
+	}
 	return nil
+}
+
+// commandCount returns how many commands encodeTxs writes for txs.
+func commandCount(txs []*ProducerTransaction) int {
+	n := 0
+	for i := 0; i < len(txs); i += txs[i].n {
+		if txs[i].kind < kindNOP {
+			n++
+		}
+	}
+	return n
 }
 
 // encodeTxs encodes a batch built by the router: each command starts with a

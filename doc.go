@@ -57,7 +57,7 @@
 //   - [ErrUnknownOutcome] (errors.Is): the connection died after it was
 //     written and before nsqd answered; nsqd may or may not have stored it.
 //     Also for nsqd's E_MPUB_FAILED, after which part of the MPUB may be
-//     stored (errors.As finds the ErrProtocol).
+//     stored: the error is then the ErrProtocol value, whose Is says so.
 //
 // errors.Is(err, [ErrNotConnected]) holds for both of the last two, as
 // go-nsq code expects. (nsqd closes the connection with our pipelined bytes

@@ -58,9 +58,12 @@ var ErrTooLarge = errors.New("nsq: message too large")
 // call, for a negative delay or one above Config.MaxDeferredDelay.
 var ErrInvalidDelay = errors.New("nsq: invalid deferred publish delay")
 
-// ErrIdentify is returned when nsqd refuses the IDENTIFY handshake. Reason
-// holds nsqd's text, for example
-// "E_BAD_BODY IDENTIFY heartbeat interval (100) is invalid".
+// ErrIdentify is returned, as a value (as go-nsq returns it), when the
+// IDENTIFY step of the handshake fails: nsqd refused it (Reason holds nsqd's
+// text, for example "E_BAD_BODY IDENTIFY heartbeat interval (100) is
+// invalid"), the connection broke during it, or nsqd's answer could not be
+// read. A publish that fails with it was never sent: errors.Is(err,
+// ErrNeverSent) and errors.Is(err, ErrNotConnected) hold.
 type ErrIdentify struct {
 	Reason string
 }
@@ -70,10 +73,33 @@ func (e ErrIdentify) Error() string {
 	return "failed to IDENTIFY - " + e.Reason
 }
 
+// Is reports whether target is ErrNeverSent or ErrNotConnected: no publish
+// is written before IDENTIFY succeeds.
+func (e ErrIdentify) Is(target error) bool {
+	return target == ErrNeverSent || target == ErrNotConnected
+}
+
 // ErrProtocol is an error frame from nsqd: Reason is its text,
 // "<CODE> <description>", for example "E_BAD_TOPIC PUB topic name "x y" is not valid".
+// A publish nsqd refused fails with it, as a value (as go-nsq returns it).
+//
+// Most codes mean nsqd refused the command and stored nothing: such an
+// ErrProtocol is neither [ErrNeverSent] nor [ErrUnknownOutcome]. The
+// exception is E_MPUB_FAILED: nsqd stores an MPUB's messages one by one and
+// may have stored some before failing, so errors.Is(err, ErrUnknownOutcome)
+// (and ErrNotConnected, as for every unknown outcome) holds for it.
 type ErrProtocol struct {
 	Reason string
+}
+
+// Is reports whether target is a class this error belongs to, from its
+// code: ErrUnknownOutcome and ErrNotConnected for E_MPUB_FAILED, nothing
+// for the other codes.
+func (e ErrProtocol) Is(target error) bool {
+	if e.Code() == "E_MPUB_FAILED" {
+		return target == ErrUnknownOutcome || target == ErrNotConnected
+	}
+	return false
 }
 
 // Error returns the reason unchanged.
@@ -117,5 +143,18 @@ func (e *outcomeError) Unwrap() []error {
 	return []error{e.class, e.cause}
 }
 
-func neverSent(cause error) error      { return &outcomeError{class: ErrNeverSent, cause: cause} }
-func unknownOutcome(cause error) error { return &outcomeError{class: ErrUnknownOutcome, cause: cause} }
+// neverSent classifies cause as never sent. An error that classifies itself
+// as such (an ErrIdentify) is returned as it is, so that callers get the
+// value go-nsq returned; anything else is wrapped.
+func neverSent(cause error) error { return classify(ErrNeverSent, cause) }
+
+// unknownOutcome classifies cause as an unknown outcome, returning an error
+// that classifies itself as such (an E_MPUB_FAILED ErrProtocol) as it is.
+func unknownOutcome(cause error) error { return classify(ErrUnknownOutcome, cause) }
+
+func classify(class, cause error) error {
+	if c, ok := cause.(interface{ Is(error) bool }); ok && c.Is(class) {
+		return cause
+	}
+	return &outcomeError{class: class, cause: cause}
+}

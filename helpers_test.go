@@ -1,76 +1,64 @@
 package nsq
 
 import (
+	"context"
 	"fmt"
-	"os"
-	"runtime"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nsqkit/go-nsq/internal/fakensqd"
 	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	// Build nsqd v1.3.0 once, before any test's clock starts.
-	if _, err := nsqdtest.Binary(); err != nil {
-		fmt.Fprintln(os.Stderr, "cannot build nsqd for the tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if code == 0 {
-		if leaks := waitNoLeaks(5 * time.Second); len(leaks) > 0 {
-			fmt.Fprintf(os.Stderr, "goroutines of the package still running after all tests:\n%s\n", strings.Join(leaks, "\n\n"))
-			code = 1
+	// Connections to the fake nsqd's in-memory listeners (fakensqd.NewMem)
+	// go through the in-memory network; every other address to TCP. Set
+	// once, before any Conn exists. nsqd itself is built lazily, by the
+	// first test that starts one (nsqdtest.Start): unit tests never wait
+	// for it.
+	dialContext = func(ctx context.Context, d *net.Dialer, addr string) (net.Conn, error) {
+		if fakensqd.IsMemAddr(addr) {
+			return fakensqd.DialMem(ctx, addr)
 		}
+		return d.DialContext(ctx, "tcp", addr)
 	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m, leakIgnores()...)
 }
 
-// leakedGoroutines returns the stacks of goroutines running the package's
-// own code: a Producer's router, a Conn's read or write goroutine, a
-// connection attempt.
-func leakedGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	var leaks []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "nsqkit/go-nsq.(*Producer)") || strings.Contains(g, "nsqkit/go-nsq.(*Conn)") {
-			leaks = append(leaks, g)
-		}
-	}
-	return leaks
-}
-
-// waitNoLeaks waits up to d for the package's goroutines to finish exiting
-// (a goroutine that has signalled its exit still needs a moment to return).
-func waitNoLeaks(d time.Duration) []string {
-	deadline := time.Now().Add(d)
-	for {
-		leaks := leakedGoroutines()
-		if len(leaks) == 0 || time.Now().After(deadline) {
-			return leaks
-		}
-		time.Sleep(5 * time.Millisecond)
+// leakIgnores are the goroutines of the tests' own infrastructure that may
+// outlive a producer while the test still runs: the fake nsqd's and the
+// TCP proxy's, nsqd's process watchers, idle HTTP keep-alives (nsqd's
+// stats endpoint).
+func leakIgnores() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/fakensqd.(*Server).runScript"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/fakensqd.(*Server).acceptLoop"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/nsqdtest.(*Proxy).acceptLoop"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/nsqdtest.(*Proxy).serve"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/nsqdtest.pipe"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/nsqdtest.(*Nsqd).readLog"),
+		goleak.IgnoreAnyFunction("github.com/nsqkit/go-nsq/internal/nsqdtest.(*Nsqd).launch.func1"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+		goleak.IgnoreAnyFunction("testing/synctest.Test"),                // the goroutine that runs a bubble
+		goleak.IgnoreAnyFunction("testing/synctest.testingSynctestTest"), // the bubble's root
 	}
 }
 
-// requireNoLeaks fails the test if any goroutine of the package is left.
-func requireNoLeaks(t testing.TB) {
+// requireNoLeaks fails the test if a goroutine is still running other
+// than the tests' infrastructure (leakIgnores) and those opts ignore: a
+// producer's router, a Conn's goroutines, a connection attempt, a courier,
+// or a goroutine of the test itself.
+func requireNoLeaks(t testing.TB, opts ...goleak.Option) {
 	t.Helper()
-	if leaks := waitNoLeaks(5 * time.Second); len(leaks) > 0 {
-		t.Fatalf("%d goroutines leaked:\n%s", len(leaks), strings.Join(leaks, "\n\n"))
-	}
+	goleak.VerifyNone(t, append(leakIgnores(), opts...)...)
 }
 
 // testConfig returns a Config with the given option/value pairs set.
@@ -98,13 +86,14 @@ func newTestProducer(t testing.TB, addr string, cfg *Config) *Producer {
 	p, err := NewProducer(addr, cfg)
 	require.NoError(t, err)
 	p.SetLogger(&testLogger{t: t}, LogLevelDebug)
+	before := goleak.IgnoreCurrent()
 	live, _ := liveProducers.LoadOrStore(t, new(atomic.Int32))
 	live.(*atomic.Int32).Add(1)
 	t.Cleanup(func() {
 		p.Stop()
 		if live.(*atomic.Int32).Add(-1) == 0 {
 			liveProducers.Delete(t)
-			requireNoLeaks(t)
+			requireNoLeaks(t, before)
 		}
 	})
 	return p

@@ -35,8 +35,6 @@ const (
 	respHeartbeat = "_heartbeat_"
 )
 
-var okBytes = []byte(respOK)
-
 // IsValidTopicName reports whether name is a topic name nsqd accepts:
 // 1 to 64 characters of [.a-zA-Z0-9_-], optionally ending in "#ephemeral".
 func IsValidTopicName(name string) bool {
@@ -75,17 +73,30 @@ func isValidName(name string) bool {
 
 // ReadResponse reads one frame from r and returns its type and data, still
 // packed: [4-byte type][data]. Use [UnpackResponse] to split them. Frames
-// larger than [DefaultMaxFrameSize] are refused without being allocated.
+// larger than [DefaultMaxFrameSize] are refused with a [*FrameError] without
+// being allocated.
+//
+// Otherwise it returns what go-nsq's does: io.EOF when r ends before or
+// right after the size, io.ErrUnexpectedEOF when it ends inside the size or
+// the body, nil data with any error, and a frame of size 0 to 3 as it is
+// (UnpackResponse then says it is too small).
 func ReadResponse(r io.Reader) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
-	size, err := checkFrameSize(hdr, DefaultMaxFrameSize)
+	size, err := checkFrameSize(hdr, 0, DefaultMaxFrameSize)
 	if err != nil {
 		return nil, err
 	}
-	return readBody(r, nil, int(size))
+	buf, err := readBody(r, nil, int(size))
+	if err != nil {
+		if err == io.EOF && len(buf) > 0 {
+			err = io.ErrUnexpectedEOF // cut at a multiple of readBody's step
+		}
+		return nil, err
+	}
+	return buf, nil
 }
 
 // UnpackResponse splits a packed frame, as returned by [ReadResponse], into
@@ -115,14 +126,15 @@ type FrameError struct {
 
 func (e *FrameError) Error() string { return "nsq: bad frame from server: " + e.Reason }
 
-// checkFrameSize validates a frame's size prefix against limit.
-func checkFrameSize(hdr [4]byte, limit int64) (int64, error) {
+// checkFrameSize validates a frame's size prefix: at least minSize, at most
+// limit.
+func checkFrameSize(hdr [4]byte, minSize, limit int64) (int64, error) {
 	if string(hdr[:]) == "HTTP" {
 		return 0, &FrameError{Reason: `the server answered "HTTP...": is this nsqd's HTTP port instead of its TCP port?`}
 	}
 	size := int64(binary.BigEndian.Uint32(hdr[:]))
-	if size < 4 {
-		return size, &FrameError{Size: size, Reason: fmt.Sprintf("frame size %d is smaller than its 4-byte type", size)}
+	if size < minSize {
+		return size, &FrameError{Size: size, Reason: fmt.Sprintf("frame size %d is smaller than its %d-byte type", size, minSize)}
 	}
 	if size > limit {
 		return size, &FrameError{Size: size, Reason: fmt.Sprintf("frame size %d is over the %d-byte limit (Config.MaxFrameSize); is the address an nsqd TCP port?", size, limit)}
@@ -130,18 +142,18 @@ func checkFrameSize(hdr [4]byte, limit int64) (int64, error) {
 	return size, nil
 }
 
-// readBody reads exactly n bytes into buf (reusing its capacity). It grows
+// readBody reads exactly n bytes into buf (reusing its capacity) and returns
+// them, or those it read before an error, with the error. It grows
 // the buffer only as data actually arrives, so a lying size prefix costs at
 // most what the peer really sends.
 func readBody(r io.Reader, buf []byte, n int) ([]byte, error) {
 	const step = 64 << 10
 	if n <= cap(buf) || n <= step {
-		if cap(buf) < n {
-			buf = make([]byte, n)
+		if buf == nil || cap(buf) < n {
+			buf = make([]byte, n) // not nil for n == 0: a frame of size 0 is data
 		}
-		buf = buf[:n]
-		_, err := io.ReadFull(r, buf)
-		return buf, err
+		m, err := io.ReadFull(r, buf[:n])
+		return buf[:m], err
 	}
 	buf = buf[:0]
 	for len(buf) < n {
@@ -171,7 +183,7 @@ func (fr *frameReader) next() (int32, []byte, error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[:4]); err != nil {
 		return -1, nil, err
 	}
-	size, err := checkFrameSize([4]byte(fr.hdr[:4]), fr.limit)
+	size, err := checkFrameSize([4]byte(fr.hdr[:4]), 4, fr.limit)
 	if err != nil {
 		return -1, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -61,7 +62,7 @@ func be32(n int) string {
 }
 
 func TestCommandWire(t *testing.T) {
-	ident, err := Identify(map[string]interface{}{"b": 1, "a": "x"})
+	ident, err := Identify(map[string]any{"b": 1, "a": "x"})
 	require.NoError(t, err)
 	auth, err := Auth("s3cret")
 	require.NoError(t, err)
@@ -262,8 +263,6 @@ func TestReadResponse(t *testing.T) {
 			raw  []byte
 			want FrameError
 		}{
-			{"size_0", []byte{0, 0, 0, 0}, FrameError{Size: 0, Reason: "frame size 0 is smaller than its 4-byte type"}},
-			{"size_3", []byte{0, 0, 0, 3, 0, 0, 0}, FrameError{Size: 3, Reason: "frame size 3 is smaller than its 4-byte type"}},
 			{"over_limit", binary.BigEndian.AppendUint32(nil, DefaultMaxFrameSize+1),
 				FrameError{Size: DefaultMaxFrameSize + 1, Reason: "frame size 33554433 is over the 33554432-byte limit (Config.MaxFrameSize); is the address an nsqd TCP port?"}},
 			{"huge", []byte{0xff, 0xff, 0xff, 0xff},
@@ -289,6 +288,29 @@ func TestReadResponse(t *testing.T) {
 				assert.Equal(t, int32(-1), typ)
 				assert.Nil(t, data)
 			})
+		}
+	})
+
+	// Frames of size 0 to 3 have no room for a type: ReadResponse returns
+	// them as they are and ReadUnpackedResponse says they are too small,
+	// as go-nsq's do; a Conn refuses them.
+	t.Run("tiny_frames", func(t *testing.T) {
+		for size := range 4 {
+			raw := append(binary.BigEndian.AppendUint32(nil, uint32(size)), "abc"[:size]...)
+			resp, err := ReadResponse(bytes.NewReader(raw))
+			require.NoError(t, err, "size %d", size)
+			assert.Equal(t, []byte("abc"[:size]), resp)
+
+			typ, data, err := ReadUnpackedResponse(bytes.NewReader(raw))
+			require.EqualError(t, err, "length of response is too small")
+			assert.Equal(t, int32(-1), typ)
+			assert.Nil(t, data)
+
+			fr := frameReader{r: bytes.NewReader(raw), limit: DefaultMaxFrameSize}
+			_, _, err = fr.next()
+			var ferr *FrameError
+			require.ErrorAs(t, err, &ferr)
+			assert.Equal(t, FrameError{Size: int64(size), Reason: fmt.Sprintf("frame size %d is smaller than its 4-byte type", size)}, *ferr)
 		}
 	})
 
@@ -364,11 +386,13 @@ func TestFrameReaderTruncated(t *testing.T) {
 				assert.Equal(t, int32(-1), typ)
 				assert.Nil(t, data)
 
-				_, err = ReadResponse(bytes.NewReader(f[:cut]))
+				// ReadResponse answers as go-nsq's does: nil data, io.EOF
+				// after the size and nothing else, else
+				// io.ErrUnexpectedEOF (also at readBody's chunk boundaries).
+				resp, err := ReadResponse(r2(f[:cut], oneByte))
+				assert.Nil(t, resp, "ReadResponse: frame of %d bytes cut after %d", len(f), cut)
 				if cut == 4 {
-					// After the size and nothing else, ReadResponse reports
-					// io.EOF, as go-nsq's does.
-					assert.True(t, err == io.EOF || err == io.ErrUnexpectedEOF, "cut after %d: %v", cut, err)
+					assert.Same(t, io.EOF, err, "ReadResponse: frame of %d bytes cut after the size", len(f))
 				} else {
 					assert.Same(t, io.ErrUnexpectedEOF, err, "ReadResponse: frame of %d bytes cut after %d", len(f), cut)
 				}
@@ -381,6 +405,14 @@ func TestFrameReaderTruncated(t *testing.T) {
 		_, _, err = fr.next()
 		assert.Same(t, io.EOF, err, "EOF between frames is a clean end")
 	}
+}
+
+// r2 returns a reader of b, one byte at a time when oneByte is set.
+func r2(b []byte, oneByte bool) io.Reader {
+	if oneByte {
+		return iotest.OneByteReader(bytes.NewReader(b))
+	}
+	return bytes.NewReader(b)
 }
 
 // FuzzFrameReader checks the frame decoder two ways: (a) a frame encoded
@@ -497,7 +529,10 @@ func FuzzFrameReader(f *testing.F) {
 		for {
 			resp, err := ReadResponse(r)
 			if err != nil {
-				if errors.As(fullErr, &ferr) {
+				if errors.As(fullErr, &ferr) && strings.Contains(ferr.Reason, "smaller than its 4-byte type") {
+					// A tiny frame cut short: go-nsq's io errors.
+					require.True(t, err == io.EOF || err == io.ErrUnexpectedEOF, "ReadResponse: %v", err)
+				} else if errors.As(fullErr, &ferr) {
 					require.ErrorAs(t, err, &ferr, "ReadResponse and the frame reader fail alike")
 				} else {
 					require.True(t, err == io.EOF || err == io.ErrUnexpectedEOF, "ReadResponse: %v", err)
@@ -506,9 +541,31 @@ func FuzzFrameReader(f *testing.F) {
 			}
 			require.LessOrEqual(t, len(resp), DefaultMaxFrameSize)
 			typ, data, err := UnpackResponse(resp)
+			if len(resp) < 4 {
+				// A frame too small for its type: ReadResponse returns it,
+				// as go-nsq's does, where the frame reader stops.
+				require.Error(t, err)
+				require.ErrorAs(t, fullErr, &ferr)
+				require.Equal(t, int64(len(resp)), ferr.Size)
+				break
+			}
 			require.NoError(t, err)
 			resps = append(resps, frameOut{typ, string(data)})
 		}
 		require.Equal(t, full, resps, "ReadResponse reads the same frames")
 	})
+}
+
+// The producer's encoders allocate nothing per publish.
+func TestDirectEncodersAllocateNothing(t *testing.T) {
+	w := bufio.NewWriterSize(io.Discard, 64<<10)
+	body := make([]byte, 100)
+	allocs := testing.AllocsPerRun(100, func() {
+		writePUB(w, "topic", body)
+		writeDPUB(w, "topic", 1500*time.Millisecond, body)
+		writeMPUBHeader(w, "topic", 108, 1)
+		writeMPUBMessage(w, body)
+		writeMPUBEncoded(w, "topic", body)
+	})
+	assert.Zero(t, allocs)
 }

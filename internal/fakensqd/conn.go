@@ -1,6 +1,8 @@
 package fakensqd
 
 import (
+	"compress/flate"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/golang/snappy"
 )
 
 // Conn is one client connection, driven by a test script. Methods that
@@ -26,12 +30,29 @@ type Conn struct {
 	id int      // 1 for the server's first connection; 0 for a dead Conn
 	nc net.Conn // nil for a dead Conn
 
+	// How a failure ends the caller: failFatal for a Conn from Accept,
+	// failScript for one a Go script got (set before the script runs).
+	mode failMode
+
 	readTimeout atomic.Int64           // time.Duration; <= 0: no deadline
 	failed      atomic.Bool            // a check failed: every method is a no-op
 	closeReason atomic.Pointer[string] // why the fake closed nc; nil while open
 	op          atomic.Pointer[string] // the call in progress, for stuck-script reports
 
 	buf []byte // owned by the reading goroutine: bytes read, not yet consumed
+
+	// After UpgradeTLS: the TLS connection over nc, which reads and writes
+	// go through (nc is still what Close and Reset close). Written by the
+	// reading goroutine under wmu.
+	sec *tls.Conn
+	// After UpgradeSnappy or UpgradeDeflate: the decompressing reader and
+	// the compressing writer over the stream; nil before. r is owned by the
+	// reading goroutine, w is guarded by wmu.
+	r io.Reader
+	w interface {
+		io.Writer
+		Flush() error
+	}
 
 	wmu sync.Mutex // serializes writes
 }
@@ -80,6 +101,123 @@ func (c *Conn) ReadMagic() {
 	if string(b) != Magic {
 		c.fail(op, "got %q, want %q", b, Magic)
 	}
+}
+
+// TryReadMagic reads the 4-byte protocol magic, waiting up to d (d <= 0:
+// until the socket closes). It never fails the test; its error wraps
+// [ErrMalformed] when the bytes are not [Magic].
+func (c *Conn) TryReadMagic(d time.Duration) error {
+	if !c.begin("TryReadMagic") {
+		return errors.New("fakensqd: TryReadMagic on a Conn that already failed")
+	}
+	defer c.end()
+	b, err := c.readN(len(Magic), c.deadline(d))
+	if err != nil {
+		return fmt.Errorf("fakensqd: conn #%d: %w", c.id, err)
+	}
+	if string(b) != Magic {
+		return fmt.Errorf("fakensqd: conn #%d: %w: magic %q, want %q", c.id, ErrMalformed, b, Magic)
+	}
+	return nil
+}
+
+// TryWrite writes b as it is (after UpgradeSnappy, through the snappy
+// layer, flushed). It never fails the test: it returns the write's error,
+// for example once the client has closed the connection.
+func (c *Conn) TryWrite(b []byte) error {
+	if !c.begin("TryWrite") {
+		return errors.New("fakensqd: TryWrite on a Conn that already failed")
+	}
+	defer c.end()
+	if err := c.writeLocked(b); err != nil {
+		return fmt.Errorf("fakensqd: conn #%d: %w", c.id, c.explain(err, "write"))
+	}
+	return nil
+}
+
+// UpgradeTLS performs the server side of a TLS handshake with config, as
+// nsqd does after an IDENTIFY answer with "tls_v1": true; from then on the
+// Conn reads and writes through TLS. nsqd then sends an OK, encrypted:
+// write it (or do something else, to test the client). It never fails the
+// test; it gives up after the read timeout.
+func (c *Conn) UpgradeTLS(config *tls.Config) error {
+	if !c.begin("UpgradeTLS") {
+		return errors.New("fakensqd: UpgradeTLS on a Conn that already failed")
+	}
+	defer c.end()
+	if len(c.buf) > 0 {
+		return fmt.Errorf("fakensqd: conn #%d: UpgradeTLS: %d bytes read before the upgrade are still unread%s", c.id, len(c.buf), c.partial())
+	}
+	sec := tls.Server(c.nc, config)
+	sec.SetDeadline(c.deadline(c.timeout()))
+	if err := sec.Handshake(); err != nil {
+		return fmt.Errorf("fakensqd: conn #%d: TLS handshake: %w", c.id, c.explain(err, "TLS handshake"))
+	}
+	sec.SetDeadline(time.Time{})
+	c.wmu.Lock()
+	c.sec = sec
+	c.wmu.Unlock()
+	return nil
+}
+
+// UpgradeSnappy switches the connection to snappy framing both ways, as
+// nsqd does after an IDENTIFY answer with "snappy": true. nsqd then sends
+// an OK, compressed: write it with [Conn.OK] or [Conn.TryWrite] (or do
+// something else, to test the client). It never fails the test. Bytes the
+// client sent before the switch must all have been read.
+func (c *Conn) UpgradeSnappy() error {
+	return c.compress("UpgradeSnappy", func(r io.Reader) io.Reader { return snappy.NewReader(r) },
+		func(w io.Writer) interface {
+			io.Writer
+			Flush() error
+		} {
+			return snappy.NewBufferedWriter(w)
+		})
+}
+
+// UpgradeDeflate is [Conn.UpgradeSnappy] for deflate, as nsqd does after
+// an IDENTIFY answer with "deflate": true, compressing at level.
+func (c *Conn) UpgradeDeflate(level int) error {
+	return c.compress("UpgradeDeflate", func(r io.Reader) io.Reader { return flate.NewReader(r) },
+		func(w io.Writer) interface {
+			io.Writer
+			Flush() error
+		} {
+			fw, err := flate.NewWriter(w, level)
+			if err != nil {
+				fw, _ = flate.NewWriter(w, flate.DefaultCompression)
+			}
+			return fw
+		})
+}
+
+func (c *Conn) compress(op string, reader func(io.Reader) io.Reader, writer func(io.Writer) interface {
+	io.Writer
+	Flush() error
+}) error {
+	if !c.begin(op) {
+		return errors.New("fakensqd: " + op + " on a Conn that already failed")
+	}
+	defer c.end()
+	if len(c.buf) > 0 {
+		return fmt.Errorf("fakensqd: conn #%d: %s: %d bytes read before the upgrade are still unread%s", c.id, op, len(c.buf), c.partial())
+	}
+	c.r = reader(c.stream())
+	c.wmu.Lock()
+	c.w = writer(c.stream())
+	c.wmu.Unlock()
+	return nil
+}
+
+// PeerClosed returns a channel closed once the client has closed (or
+// reset) its end of an in-memory connection ([NewMem]), so that a script
+// that stops reading still learns when the client gives up. It is nil, and
+// never ready, for a TCP connection.
+func (c *Conn) PeerClosed() <-chan struct{} {
+	if m, ok := c.nc.(*memConn); ok {
+		return m.link.gone[m.peer()]
+	}
+	return nil
 }
 
 // ReadCommand reads one command, with its body for the commands that carry
@@ -289,6 +427,10 @@ func (c *Conn) Reset() {
 	if !c.closeReason.CompareAndSwap(nil, &reason) {
 		return
 	}
+	if r, ok := c.nc.(resetter); ok {
+		r.Reset()
+		return
+	}
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		if err := tc.SetLinger(0); err != nil {
 			c.nc.Close()
@@ -365,7 +507,7 @@ func (c *Conn) fail(op, format string, args ...any) {
 	c.s.t.Helper()
 	c.failed.Store(true)
 	c.closeWith("the script failed")
-	c.s.fail(fmt.Sprintf("fakensqd: conn #%d: %s: %s", c.id, op, fmt.Sprintf(format, args...)))
+	c.s.fail(c.mode, fmt.Sprintf("fakensqd: conn #%d: %s: %s", c.id, op, fmt.Sprintf(format, args...)))
 }
 
 // closeWith closes the socket unless it is closed already, remembering why
@@ -397,15 +539,37 @@ func (c *Conn) write(op string, b []byte) {
 		return
 	}
 	defer c.end()
-	c.wmu.Lock()
-	err := c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err == nil {
-		_, err = c.nc.Write(b)
-	}
-	c.wmu.Unlock()
-	if err != nil {
+	if err := c.writeLocked(b); err != nil {
 		c.fail(op, "%v", c.explain(err, "write"))
 	}
+}
+
+// stream returns what reads and writes go through: the TLS connection
+// after UpgradeTLS, nc before. Called by the reading goroutine, or under
+// wmu.
+func (c *Conn) stream() net.Conn {
+	if c.sec != nil {
+		return c.sec
+	}
+	return c.nc
+}
+
+// writeLocked writes b whole, through the TLS and compression layers once
+// they are set up.
+func (c *Conn) writeLocked(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.stream().SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	if c.w == nil {
+		_, err := c.stream().Write(b)
+		return err
+	}
+	if _, err := c.w.Write(b); err != nil {
+		return err
+	}
+	return c.w.Flush()
 }
 
 // readCommand reads the next command, waiting up to d (d <= 0: forever).
@@ -448,11 +612,15 @@ func (c *Conn) readN(n int, deadline time.Time) ([]byte, error) {
 
 // fill reads once from the socket into c.buf.
 func (c *Conn) fill(deadline time.Time) error {
-	if err := c.nc.SetReadDeadline(deadline); err != nil {
+	if err := c.stream().SetReadDeadline(deadline); err != nil {
 		return err
 	}
 	c.buf = slices.Grow(c.buf, max(4096, len(c.buf)))
-	n, err := c.nc.Read(c.buf[len(c.buf):cap(c.buf)])
+	var r io.Reader = c.stream()
+	if c.r != nil {
+		r = c.r
+	}
+	n, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
 	c.buf = c.buf[:len(c.buf)+n]
 	return err
 }

@@ -29,6 +29,16 @@
 // connection: the server was closed while the script was using it"); a script still blocked after that (on a channel, a sleep,
 // a lock) is reported as a failure too, and left behind.
 //
+// [NewMem] is [New] on an in-memory network instead of TCP ([ListenMem],
+// [DialMem]): connections made of channels and timers, buffered like a
+// socket, with deadlines, close and reset. The client under test must dial
+// through [DialMem] (a dial hook); in exchange the fake works inside a
+// testing/synctest bubble, where every timeout (the fake's and the
+// client's) runs on the bubble's virtual clock. [Conn.UpgradeTLS],
+// [Conn.UpgradeSnappy] and [Conn.UpgradeDeflate] play nsqd's upgrades;
+// [Conn.PeerClosed] tells a script that stopped reading when the client
+// gave up.
+//
 // A connection stays open after its script returns, until the script closes
 // it, the client closes it, or the server closes.
 //
@@ -38,21 +48,26 @@
 // the writes, ExpectClosed, Accept, ...) fail the test when the check fails,
 // a read times out (5 s by default, see [Conn.SetReadTimeout]) or the socket
 // breaks. Methods named Try..., and AcceptTimeout, return an error instead
-// and never fail the test. How a failure ends the caller depends only on the
-// goroutine the method is called from:
+// and never fail the test. How a failure ends the caller depends on where
+// the Conn (or the call) comes from, never on goroutine identities:
 //
-//   - On the goroutine that called [New] (the test goroutine), a failure is
-//     t.Fatal: the test stops there.
-//   - On a script goroutine started by [Server.Go], a failure is t.Error
-//     followed by [runtime.Goexit]: the script stops there (its deferred
-//     calls run), the test is marked failed and keeps running. This is safe
-//     because the server owns that goroutine; t.FailNow must not be called
-//     from it and is not.
-//   - On any other goroutine, a failure is t.Error and the method returns
-//     its zero value (an empty [Command], a dead *Conn from Accept). The Conn is then dead: every later method on it
-//     returns at once without doing or reporting anything, so a script on
-//     your own goroutine runs to its end without blocking. Prefer
-//     [Server.Go] to starting such goroutines yourself.
+//   - [Server.Accept], [Server.Wait] and the methods of a Conn from Accept
+//     belong to the test goroutine: a failure is t.Fatal, and the test stops
+//     there. Call them from the test goroutine only (t.Fatal must not be
+//     called from another one); on other goroutines use [Server.Go], or
+//     AcceptTimeout and the Try... methods, which never fail the test.
+//   - The methods of a Conn that a [Server.Go] script got belong to that
+//     script: a failure is t.Error followed by [runtime.Goexit]: the script
+//     stops there (its deferred calls run), the test is marked failed and
+//     keeps running. This is safe because the server owns that goroutine;
+//     t.FailNow must not be called from it and is not. A frame write made
+//     on another goroutine (a heartbeat ticker) that fails ends that
+//     goroutine the same way.
+//
+// A Conn that failed is dead: every later method on it returns at once
+// without doing or reporting anything. Call [Server.Close] and
+// [Server.Wait] from the test goroutine, not from a script (they wait for
+// the scripts).
 //
 // In every case a Conn that failed closes its socket first, so the client
 // under test sees the connection drop instead of waiting for an answer that

@@ -523,34 +523,42 @@ func TestFailureInGoScriptEndsOnlyTheScript(t *testing.T) {
 	rec.wantFailure(t, false, `conn #1: Expect("PUB"): got NOP`)
 }
 
-func TestFailureOnOtherGoroutineReturnsZeroAndKillsConn(t *testing.T) {
+// A Conn from Accept fails fatally wherever it is used: the rule follows
+// where the Conn came from, not the goroutine. The failed Conn is dead and
+// its socket closed.
+func TestFailureOfAcceptedConnIsFatalAndKillsConn(t *testing.T) {
 	rec := &recTB{TB: t}
 	defer rec.runCleanups()
 	s := New(rec)
 	cl := dial(t, s)
 	cl.send(cmd("NOP", nil), cmd("PUB t", []byte("x")))
-	var got, after Command
-	var afterErr error
+	var c *Conn
+	var reached atomic.Bool
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c := s.Accept()
-		got = c.Expect("PUB")   // fails: NOP
-		after = c.Expect("PUB") // no-op on a dead Conn
-		c.OK()                  // no-op
-		_, afterErr = c.TryReadCommand(time.Second)
+		c = s.Accept()
+		c.Expect("PUB") // fails: NOP; t.Fatal ends this goroutine
+		reached.Store(true)
 	}()
 	<-done
-	if got.Name != "" || after.Name != "" {
-		t.Errorf("Expect returned %s then %s, want zero Commands", got, after)
+	if reached.Load() {
+		t.Error("the goroutine went on after a fatal failure")
 	}
-	if afterErr == nil {
+	rec.wantFailure(t, true, `Expect("PUB"): got NOP`)
+	if got := c.Expect("PUB"); got.Name != "" {
+		t.Errorf("Expect on a dead Conn returned %s, want a zero Command", got)
+	}
+	if _, err := c.TryReadCommand(time.Second); err == nil {
 		t.Error("TryReadCommand on a dead Conn returned no error")
 	}
-	rec.wantFailure(t, false, `Expect("PUB"): got NOP`)
+	if _, _, err := cl.tryReadFrame(5 * time.Second); err != io.EOF {
+		t.Errorf("client read after the failure: %v, want EOF", err)
+	}
 }
 
-func TestAcceptOnOtherGoroutineReturnsDeadConn(t *testing.T) {
+// Accept fails fatally once the server is closed.
+func TestAcceptAfterCloseIsFatal(t *testing.T) {
 	rec := &recTB{TB: t}
 	defer rec.runCleanups()
 	s := New(rec)
@@ -558,15 +566,11 @@ func TestAcceptOnOtherGoroutineReturnsDeadConn(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c := s.Accept()
-		c.Handshake(nil) // returns at once
-		c.ServePublishes(2)
-		if c.NetConn() != nil {
-			t.Error("dead Conn has a socket")
-		}
+		s.Accept()
+		t.Error("Accept returned after a fatal failure")
 	}()
 	<-done
-	rec.wantFailure(t, false, "Accept: no client connected before the server was closed")
+	rec.wantFailure(t, true, "Accept: no client connected before the server was closed")
 }
 
 func TestCleanupReportsScriptWaitingForCommand(t *testing.T) {

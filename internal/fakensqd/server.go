@@ -37,9 +37,8 @@ var ErrServerClosed = errors.New("fakensqd: server closed")
 // the background and queues them until [Server.Accept] or a [Server.Go]
 // script takes them. Its methods are safe for concurrent use.
 type Server struct {
-	t     testing.TB
-	ln    net.Listener
-	owner uint64 // id of the goroutine that called New: "the test goroutine"
+	t  testing.TB
+	ln net.Listener
 
 	closeGrace time.Duration // set by New; tests of the package shorten it
 	closeOnce  sync.Once
@@ -62,7 +61,6 @@ type Server struct {
 type script struct {
 	where string        // file:line of the Go call
 	done  chan struct{} // closed when the script's goroutine ends
-	gid   uint64        // guarded by Server.mu; 0 until the goroutine starts
 	conn  *Conn         // guarded by Server.mu; nil until accepted
 }
 
@@ -75,10 +73,23 @@ func New(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("fakensqd: listen: %v", err)
 	}
+	return newServer(t, ln)
+}
+
+// NewMem starts a fake nsqd like [New], on an in-memory listener (see
+// [ListenMem]) instead of TCP: the client must dial it with [DialMem].
+// Its connections work inside a testing/synctest bubble, where its timeouts
+// run on the bubble's clock; inside one, call NewMem inside the bubble.
+func NewMem(t testing.TB) *Server {
+	t.Helper()
+	return newServer(t, ListenMem())
+}
+
+func newServer(t testing.TB, ln net.Listener) *Server {
+	t.Helper()
 	s := &Server{
 		t:          t,
 		ln:         ln,
-		owner:      goid(),
 		closeGrace: defaultCloseGrace,
 		closedCh:   make(chan struct{}),
 		acceptDone: make(chan struct{}),
@@ -94,7 +105,8 @@ func New(t testing.TB) *Server {
 	return s
 }
 
-// Addr returns the address clients dial, "127.0.0.1:port".
+// Addr returns the address clients dial: "127.0.0.1:port", or an
+// in-memory address for [NewMem].
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Accept returns the next client connection, in arrival order, waiting up to
@@ -106,7 +118,7 @@ func (s *Server) Accept() *Conn {
 	defer s.endOp()
 	c, err := s.accept(DefaultAcceptTimeout)
 	if err != nil {
-		s.fail("fakensqd: Accept: " + err.Error())
+		s.fail(failFatal, "fakensqd: Accept: "+err.Error())
 		return deadConn(s)
 	}
 	return c
@@ -151,20 +163,16 @@ func (s *Server) Go(script func(c *Conn)) {
 // before returning are visible to the caller after Wait.
 func (s *Server) Wait() {
 	s.t.Helper()
-	self := goid()
 	s.mu.Lock()
 	scripts := slices.Clone(s.scripts)
 	s.mu.Unlock()
 	timer := time.NewTimer(waitTimeout)
 	defer timer.Stop()
 	for _, sc := range scripts {
-		if s.scriptGID(sc) == self {
-			continue // Wait called from a script: do not wait for it
-		}
 		select {
 		case <-sc.done:
 		case <-timer.C:
-			s.fail(fmt.Sprintf("fakensqd: Wait: the script started by Go at %s is still running after %v%s",
+			s.fail(failFatal, fmt.Sprintf("fakensqd: Wait: the script started by Go at %s is still running after %v%s",
 				sc.where, waitTimeout, s.blockedIn(sc)))
 			return
 		}
@@ -197,10 +205,9 @@ func (s *Server) shutdown() {
 		c.closeWith("the server was closed while the script was using it")
 	}
 
-	self := goid()
 	deadline := time.Now().Add(s.closeGrace)
 	for {
-		stuck, ops := s.pending(self)
+		stuck, ops := s.pending()
 		if len(stuck) == 0 && ops == 0 {
 			return
 		}
@@ -218,18 +225,16 @@ func (s *Server) shutdown() {
 	}
 }
 
-// pending returns the scripts, other than the one running on goroutine
-// self, that have not returned, and the number of calls in progress.
-func (s *Server) pending(self uint64) (stuck []*script, ops int) {
+// pending returns the scripts that have not returned, and the number of
+// calls in progress.
+func (s *Server) pending() (stuck []*script, ops int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sc := range s.scripts {
 		select {
 		case <-sc.done:
 		default:
-			if sc.gid != self || sc.gid == 0 {
-				stuck = append(stuck, sc)
-			}
+			stuck = append(stuck, sc)
 		}
 	}
 	return stuck, s.inflight
@@ -247,12 +252,6 @@ func (s *Server) blockedIn(sc *script) string {
 		return fmt.Sprintf(" (in conn #%d %s)", c.id, *op)
 	}
 	return fmt.Sprintf(" (conn #%d, not in a Conn call)", c.id)
-}
-
-func (s *Server) scriptGID(sc *script) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return sc.gid
 }
 
 func (s *Server) beginOp() {
@@ -276,9 +275,6 @@ func newScript(where string) *script {
 // one, lets the next script go (turn), and runs fn.
 func (s *Server) runScript(sc *script, prev, turn chan struct{}, fn func(*Conn)) {
 	defer close(sc.done)
-	s.mu.Lock()
-	sc.gid = goid()
-	s.mu.Unlock()
 
 	c := func() *Conn {
 		defer close(turn) // also when the accept fails and Goexits
@@ -290,11 +286,12 @@ func (s *Server) runScript(sc *script, prev, turn chan struct{}, fn func(*Conn))
 		}
 		c, err := s.accept(DefaultAcceptTimeout)
 		if err != nil {
-			s.fail(fmt.Sprintf("fakensqd: the script started by Go at %s got no connection: %v", sc.where, err))
+			s.fail(failScript, fmt.Sprintf("fakensqd: the script started by Go at %s got no connection: %v", sc.where, err))
 			return deadConn(s) // not reached: fail ends a script goroutine
 		}
 		return c
 	}()
+	c.mode = failScript
 	s.mu.Lock()
 	sc.conn = c
 	s.mu.Unlock()
