@@ -848,6 +848,11 @@ func (r *router) withdraw(tx *ProducerTransaction) {
 // is known of it now. The transaction stays where it is, and completes (for
 // the stats and the pending limits) when its turn comes.
 func (r *router) answerWithdrawn(tx *ProducerTransaction) {
+	if tx.stage == stageDone {
+		// nsqd answered while it waited for the write goroutine's report:
+		// its caller has that answer.
+		return
+	}
 	var err error
 	switch {
 	case tx.settled != nil:
