@@ -1,0 +1,286 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nsqkit/go-nsq/internal/nsqdtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Code written against Producer's publishing methods takes a pool.
+var (
+	_ Publisher = (*Producer)(nil)
+	_ Publisher = (*ProducerPool)(nil)
+)
+
+// poolConfig is a Config for pool tests: short timeouts and backoff.
+func poolConfig(t testing.TB, kv ...any) *Config {
+	t.Helper()
+	base := []any{"dial_timeout", 500 * time.Millisecond, "reconnect_backoff", 20 * time.Millisecond,
+		"max_reconnect_backoff", 200 * time.Millisecond, "lookupd_poll_interval", 100 * time.Millisecond,
+		"lookupd_poll_jitter", 0.2, "lookupd_poll_timeout", time.Second, "stop_timeout", 5 * time.Second}
+	return testConfig(t, append(base, kv...)...)
+}
+
+// newTestPool makes a pool whose logs go to the test and which is stopped
+// when the test ends, after which no goroutine of the package may be left.
+func newTestPool(t testing.TB, addrs []string, cfg *Config) *ProducerPool {
+	t.Helper()
+	p, err := NewProducerPool(addrs, cfg)
+	require.NoError(t, err)
+	p.SetLogger(&testLogger{t: t}, LogLevelInfo)
+	t.Cleanup(func() {
+		p.Stop()
+		requirePoolNoLeaks(t)
+	})
+	return p
+}
+
+// requirePoolNoLeaks fails the test if a goroutine of the pool or of any
+// Producer is left.
+func requirePoolNoLeaks(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var leaks []string
+		for _, g := range strings.Split(allStacks(), "\n\n") {
+			if strings.Contains(g, "nsqkit/go-nsq.(*ProducerPool)") || strings.Contains(g, "nsqkit/go-nsq.(*Producer)") ||
+				strings.Contains(g, "nsqkit/go-nsq.(*Conn)") {
+				leaks = append(leaks, g)
+			}
+		}
+		if len(leaks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines leaked:\n%s", len(leaks), strings.Join(leaks, "\n\n"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startNodes starts n nsqd, with args.
+func startNodes(t *testing.T, n int, args ...string) ([]*nsqdtest.Nsqd, []string) {
+	t.Helper()
+	var nodes []*nsqdtest.Nsqd
+	var addrs []string
+	for range n {
+		d := nsqdtest.Start(t, args...)
+		nodes = append(nodes, d)
+		addrs = append(addrs, d.TCPAddr())
+	}
+	return nodes, addrs
+}
+
+// waitPool waits until cond holds of the pool's stats.
+func waitPool(t testing.TB, p *ProducerPool, d time.Duration, what string, cond func(ProducerPoolStats) bool) ProducerPoolStats {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		s := p.Stats()
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; stats %+v", what, d, s)
+		}
+		time.Sleep(10 * time.Millisecond) // the pool's state has no signal to wait on
+	}
+}
+
+func upNodes(s ProducerPoolStats) int {
+	up := 0
+	for _, n := range s.Nodes {
+		if n.State == "up" {
+			up++
+		}
+	}
+	return up
+}
+
+// checkPool consumes topic on every node and checks the ledger against
+// what they hold together.
+func checkPool(t *testing.T, l *ledger, nodes []*nsqdtest.Nsqd, topic string) (stored int) {
+	t.Helper()
+	var msgs []nsqdtest.Message
+	for _, n := range nodes {
+		for {
+			st, err := n.Stats(topic)
+			require.NoError(t, err)
+			left := st.Depth + st.ChannelDepth
+			if left == 0 {
+				break
+			}
+			msgs = append(msgs, n.Consume(t, topic, int(left), consumeTimeout)...)
+		}
+	}
+	seen := map[string]int{}
+	for _, m := range msgs {
+		seen[string(m.Body)]++
+	}
+	count := l.count()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var lost, sentAnyway, dup, alien []string
+	for body, kind := range l.outcome {
+		switch {
+		case kind == "ok" && seen[body] == 0:
+			lost = append(lost, body)
+		case kind == "never" && seen[body] > 0:
+			sentAnyway = append(sentAnyway, body)
+		}
+	}
+	for body, times := range seen {
+		if times > 1 {
+			dup = append(dup, body)
+		}
+		if _, ok := l.outcome[body]; !ok {
+			alien = append(alien, body)
+		}
+	}
+	t.Logf("outcomes %v; the nodes stored %d", count, len(msgs))
+	assert.Empty(t, lost, "reported published, not stored")
+	assert.Empty(t, sentAnyway, "reported never sent, stored")
+	assert.Empty(t, dup, "stored twice")
+	assert.Empty(t, alien, "stored, never published")
+	assert.LessOrEqual(t, count["ok"], len(msgs))
+	assert.LessOrEqual(t, len(msgs), count["ok"]+count["unknown"])
+	return len(msgs)
+}
+
+// TestPoolSpreadsSync: sync publishes from many goroutines spread over
+// three nodes, each storing a fair share, every one stored once.
+func TestPoolSpreadsSync(t *testing.T) {
+	nodes, addrs := startNodes(t, 3)
+	p := newTestPool(t, addrs, poolConfig(t))
+	const goroutines, each = 24, 100
+	l := newLedger()
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				body := fmt.Sprintf("s-%d-%d", g, i)
+				l.record(t, p.Publish("spread", []byte(body)), body)
+			}
+		}()
+	}
+	wg.Wait()
+	s := p.Stats()
+	require.Len(t, s.Nodes, 3)
+	for _, n := range s.Nodes {
+		t.Logf("%s: %d published", n.Addr, n.Published)
+		assert.GreaterOrEqual(t, n.Published, uint64(goroutines*each/10), "node %s got too small a share", n.Addr)
+	}
+	assert.Equal(t, uint64(goroutines*each), s.Published)
+	assert.Equal(t, goroutines*each, checkPool(t, l, nodes, "spread"))
+	assert.Equal(t, map[string]int{"ok": goroutines * each}, l.count())
+}
+
+// TestPoolSpreadsAsync: an async stream spreads over three nodes, each
+// node's Producer still batching into MPUBs; results arrive once each,
+// and in order per node.
+func TestPoolSpreadsAsync(t *testing.T) {
+	nodes, addrs := startNodes(t, 3)
+	p := newTestPool(t, addrs, poolConfig(t))
+	const total = 30000
+	done := make(chan *ProducerTransaction, 1024)
+	l := newLedger()
+	go func() {
+		for i := range total {
+			body := fmt.Sprintf("a-%d", i)
+			if err := p.PublishAsync("spread_async", []byte(body), done, body); err != nil {
+				t.Errorf("PublishAsync: %v", err)
+			}
+		}
+	}()
+	for range total {
+		tx := <-done
+		l.record(t, tx.Error, tx.Args[0].(string))
+	}
+	require.NoError(t, p.Flush(context.Background()))
+	s := p.Stats()
+	for _, n := range s.Nodes {
+		t.Logf("%s: %d published, mean batch %.1f", n.Addr, n.Published, n.Producer.MeanBatchSize)
+		assert.GreaterOrEqual(t, n.Published, uint64(total/10), "node %s got too small a share", n.Addr)
+		assert.Greater(t, n.Producer.MeanBatchSize, 4.0, "node %s does not batch", n.Addr)
+	}
+	assert.Equal(t, uint64(total), s.Published)
+	assert.Equal(t, int64(0), s.Pending)
+	assert.Equal(t, total, checkPool(t, l, nodes, "spread_async"))
+	// Per node, nsqd stored the messages in the order they were published.
+	for _, n := range nodes {
+		_ = n
+	}
+}
+
+// TestPoolAllDown: with every node unreachable a publish fails promptly
+// with ErrNeverSent, sync and async, and never hangs.
+func TestPoolAllDown(t *testing.T) {
+	addrs := []string{closedAddr(t), closedAddr(t)}
+	cfg := poolConfig(t)
+	p := newTestPool(t, addrs, cfg)
+	bound := cfg.DialTimeout + cfg.MaxReconnectBackoff + 500*time.Millisecond
+	for range 3 {
+		start := time.Now()
+		err := p.Publish("down", []byte("x"))
+		assert.ErrorIs(t, err, ErrNeverSent)
+		assert.ErrorIs(t, err, ErrNotConnected)
+		assert.Less(t, time.Since(start), bound)
+	}
+	done := make(chan *ProducerTransaction, 1)
+	start := time.Now()
+	require.NoError(t, p.PublishAsync("down", []byte("x"), done, 7))
+	tx := <-done
+	assert.ErrorIs(t, tx.Error, ErrNeverSent)
+	assert.Equal(t, []interface{}{7}, tx.Args)
+	assert.Less(t, time.Since(start), bound)
+	s := p.Stats()
+	assert.Equal(t, uint64(4), s.NeverSent)
+	for _, n := range s.Nodes {
+		assert.Equal(t, "down", n.State)
+		assert.Error(t, n.LastError)
+	}
+}
+
+// TestPoolNoNodes: a pool with no node fails at once.
+func TestPoolNoNodes(t *testing.T) {
+	p := newTestPool(t, nil, poolConfig(t))
+	err := p.Publish("none", []byte("x"))
+	assert.ErrorIs(t, err, ErrNeverSent)
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+var _ = errors.Is
+var _ atomic.Int64
+
+// allStacks returns every goroutine's stack.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
