@@ -527,6 +527,7 @@ func TestConfigBounds(t *testing.T) {
 		{opt: "max_batch_bytes", field: "MaxBatchBytes", below: 1023, min: 1024, max: 5242880, above: 5242881},
 		{opt: "max_pending", field: "MaxPending", below: 0, min: 1},
 		{opt: "max_pending_bytes", field: "MaxPendingBytes", below: int64(0), min: int64(1)},
+		{opt: "pool_max_attempts", field: "PoolMaxAttempts", below: 0, min: 1, max: 100, above: 101},
 	}
 
 	t.Run("table covers every bounded option", func(t *testing.T) {

@@ -123,9 +123,9 @@ type ProducerPool struct {
 	stats poolStats
 
 	stopOnce    sync.Once
-	stopChan    chan struct{} // closed by Stop
-	abandonChan chan struct{} // closed when Stop stops waiting for doneChans
-	doneChan    chan struct{} // closed when Stop has finished
+	stopChan    chan struct{}  // closed by Stop
+	abandonChan chan struct{}  // closed when Stop stops waiting for doneChans
+	doneChan    chan struct{}  // closed when Stop has finished
 	wg          sync.WaitGroup // the nodes' goroutines
 }
 
