@@ -102,7 +102,7 @@ func TestConfigEveryExportedFieldIsAnOption(t *testing.T) {
 		assert.Contains(t, configOptions.byName, opt)
 	}
 	assert.Len(t, configOptions.list, n)
-	assert.Equal(t, 32+12, n, "go-nsq's 32 fields plus this library's 12")
+	assert.Equal(t, 32+13, n, "go-nsq's 32 fields plus this library's 13")
 }
 
 func TestNewConfigDefaults(t *testing.T) {
@@ -152,6 +152,7 @@ func TestNewConfigDefaults(t *testing.T) {
 		{"MaxBatchBytes", 1048576},
 		{"MaxPending", 65536},
 		{"MaxPendingBytes", int64(268435456)},
+		{"PoolMaxAttempts", 3},
 		{"UserAgent", "nsqkit-go-nsq/" + VERSION},
 	}
 	for _, tt := range tests {
