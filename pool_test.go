@@ -284,3 +284,140 @@ func allStacks() string {
 		buf = make([]byte, 2*len(buf))
 	}
 }
+
+// TestPoolKillDurableNode: SIGKILL one of three durable nsqd mid-burst of
+// 10,000 async publishes, restart it, consume every node: every ok is
+// stored, nothing twice, nothing reported never sent is stored, and with
+// two nodes up no publish ends never sent.
+func TestPoolKillDurableNode(t *testing.T) {
+	durable := nsqdtest.Start(t, "--mem-queue-size=0", "--sync-every=1")
+	others, addrs := startNodes(t, 2)
+	nodes := append([]*nsqdtest.Nsqd{durable}, others...)
+	addrs = append([]string{durable.TCPAddr()}, addrs...)
+	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	const total = 10000
+	done := make(chan *ProducerTransaction, 1024)
+	l := newLedger()
+	go func() {
+		for tx := range done {
+			l.record(t, tx.Error, tx.Args[0].(string))
+		}
+	}()
+	go func() {
+		for i := range total {
+			body := fmt.Sprintf("k-%d", i)
+			if err := p.PublishAsync("kill", []byte(body), done, body); err != nil {
+				t.Errorf("PublishAsync: %v", err)
+			}
+		}
+	}()
+	// Mid-burst: the durable node has answered some and holds more.
+	waitPool(t, p, 10*time.Second, "the durable node publishing", func(s ProducerPoolStats) bool {
+		for _, n := range s.Nodes {
+			if n.Addr == addrs[0] {
+				return n.Published > 200
+			}
+		}
+		return false
+	})
+	durable.Kill()
+	l.waitResults(t, total)
+	s := p.Stats()
+	for _, n := range s.Nodes {
+		t.Logf("%s (%s): published %d, unknown %d, never sent %d, rerouted %d", n.Addr, n.State, n.Published, n.UnknownOutcome, n.NeverSent, n.Rerouted)
+	}
+	t.Logf("pool: published %d, unknown %d, never sent %d, rerouted %d", s.Published, s.UnknownOutcome, s.NeverSent, s.Rerouted)
+	durable.Restart()
+	checkPool(t, l, nodes, "kill")
+	count := l.count()
+	assert.Zero(t, count["never"], "a publish ended never sent while two nodes were up")
+	assert.Equal(t, total, count["ok"]+count["unknown"])
+	assert.LessOrEqual(t, count["unknown"], poolWindowBatches*NewConfig().MaxBatchMessages, "more unknown than one node's window")
+	close(done)
+}
+
+// TestPoolPausedNode: SIGSTOP one of three nodes for three seconds while 8
+// goroutines publish: publishing goes on through the others at once, what
+// the paused node held ends unknown after read_timeout, never ok unless
+// stored.
+func TestPoolPausedNode(t *testing.T) {
+	nodes, addrs := startNodes(t, 3)
+	p := newTestPool(t, addrs, poolConfig(t, "read_timeout", 2*time.Second, "heartbeat_interval", time.Second))
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	l := newLedger()
+	var okCount atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf("p-%d-%d", g, i)
+				err := p.Publish("pause", []byte(body))
+				l.record(t, err, body)
+				if err == nil {
+					okCount.Add(1)
+				}
+			}
+		}()
+	}
+	l.waitResults(t, 500)
+	require.NoError(t, nodes[1].Pause())
+	time.Sleep(300 * time.Millisecond) // let the paused node's window fill
+	before := okCount.Load()
+	time.Sleep(2500 * time.Millisecond) // the pause goes on; the others must keep publishing
+	during := okCount.Load() - before
+	require.NoError(t, nodes[1].Resume())
+	l.waitResults(t, l.results+200)
+	close(stop)
+	wg.Wait()
+	s := p.Stats()
+	for _, n := range s.Nodes {
+		t.Logf("%s (%s): published %d, unknown %d, never sent %d, rerouted %d", n.Addr, n.State, n.Published, n.UnknownOutcome, n.NeverSent, n.Rerouted)
+	}
+	t.Logf("ok publishes while the node was paused (2.5 s): %d; unknown in all: %d", during, s.UnknownOutcome)
+	assert.Greater(t, during, int64(100), "publishing stalled while one node was paused")
+	assert.LessOrEqual(t, s.UnknownOutcome, uint64(8), "more unknown than the 8 publishes in flight")
+	checkPool(t, l, nodes, "pause")
+	assert.Zero(t, l.count()["never"])
+}
+
+// TestPoolStopGraceful: Stop over three nodes waits for every answer: the
+// ok count equals what the nodes hold, and nothing is left running.
+func TestPoolStopGraceful(t *testing.T) {
+	nodes, addrs := startNodes(t, 3)
+	p := newTestPool(t, addrs, poolConfig(t))
+	const total = 5000
+	done := make(chan *ProducerTransaction, 64)
+	l := newLedger()
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		for range total {
+			tx := <-done
+			l.record(t, tx.Error, tx.Args[0].(string))
+		}
+	}()
+	for i := range total {
+		body := fmt.Sprintf("g-%d", i)
+		require.NoError(t, p.PublishAsync("graceful", []byte(body), done, body))
+	}
+	p.Stop()
+	<-got
+	assert.Equal(t, ErrStopped, p.Publish("graceful", []byte("late")))
+	assert.Equal(t, ErrStopped, p.Flush(context.Background()))
+	requirePoolNoLeaks(t)
+	assert.Equal(t, total, checkPool(t, l, nodes, "graceful"))
+	assert.Equal(t, map[string]int{"ok": total}, l.count())
+	s := p.Stats()
+	assert.Equal(t, uint64(total), s.Published)
+	assert.Zero(t, s.Pending)
+	assert.Empty(t, s.Nodes)
+}
