@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -420,4 +423,166 @@ func TestPoolStopGraceful(t *testing.T) {
 	assert.Equal(t, uint64(total), s.Published)
 	assert.Zero(t, s.Pending)
 	assert.Empty(t, s.Nodes)
+}
+
+// TestPoolLookupd: a pool given only nsqlookupd finds both nodes, picks up
+// a third that registers later, keeps publishing without a never-sent
+// after one is killed (and removes it), and keeps its list while
+// nsqlookupd is down.
+func TestPoolLookupd(t *testing.T) {
+	lk := nsqdtest.StartLookupd(t)
+	reg := []string{"--lookupd-tcp-address=" + lk.TCPAddr(), "--broadcast-address=127.0.0.1"}
+	nodes, _ := startNodes(t, 2, reg...)
+	p := newTestPool(t, nil, poolConfig(t))
+	require.NoError(t, p.ConnectToNSQLookupd(lk.HTTPAddr()))
+	require.NoError(t, p.ConnectToNSQLookupds([]string{"http://" + lk.HTTPAddr()}), "the same lookupd again is ignored")
+	publish := func(n int, prefix string) map[string]int {
+		t.Helper()
+		count := map[string]int{}
+		for i := range n {
+			err := p.Publish("lookupd", []byte(fmt.Sprintf("%s-%d", prefix, i)))
+			count[outcomeOf(err)]++
+		}
+		return count
+	}
+	assert.Equal(t, map[string]int{"ok": 100}, publish(100, "a"), "the first publishes wait for nsqlookupd's answer")
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+
+	third := nsqdtest.Start(t, reg...)
+	nodes = append(nodes, third)
+	waitPool(t, p, 5*time.Second, "the third node up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	assert.Equal(t, map[string]int{"ok": 300}, publish(300, "b"))
+	s := p.Stats()
+	for _, n := range s.Nodes {
+		assert.NotZero(t, n.Published, "node %s took nothing", n.Addr)
+	}
+
+	nodes[0].Kill()
+	start := time.Now()
+	assert.Equal(t, map[string]int{"ok": 300}, publish(300, "c"), "a killed node costs no publish")
+	t.Logf("300 sync publishes after the kill: %s", time.Since(start))
+	s = waitPool(t, p, 5*time.Second, "the killed node removed", func(s ProducerPoolStats) bool { return len(s.Nodes) == 2 })
+	for _, n := range s.Nodes {
+		assert.NotEqual(t, nodes[0].TCPAddr(), n.Addr)
+	}
+
+	lk.Kill()
+	time.Sleep(10 * p.config.LookupdPollInterval) // ten polls that fail
+	s = p.Stats()
+	assert.Equal(t, 2, upNodes(s), "the list is kept while nsqlookupd is down")
+	assert.Equal(t, map[string]int{"ok": 100}, publish(100, "d"))
+}
+
+func outcomeOf(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrUnknownOutcome):
+		return "unknown"
+	case errors.Is(err, ErrNeverSent):
+		return "never"
+	}
+	return err.Error()
+}
+
+// fakeLookupd serves GET /nodes from a function, counting polls.
+type fakeLookupd struct {
+	mu     sync.Mutex
+	answer func() (int, string)
+	polls  chan struct{}
+}
+
+func startFakeLookupd(t *testing.T, answer func() (int, string)) (*fakeLookupd, string) {
+	f := &fakeLookupd{answer: answer, polls: make(chan struct{}, 1000)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/nodes" || r.URL.RawQuery != "" {
+			t.Errorf("unexpected request %s", r.URL)
+		}
+		assert.Equal(t, "application/vnd.nsq; version=1.0", r.Header.Get("Accept"))
+		f.mu.Lock()
+		code, body := f.answer()
+		f.mu.Unlock()
+		w.WriteHeader(code)
+		io.WriteString(w, body)
+		f.polls <- struct{}{}
+	}))
+	t.Cleanup(srv.Close)
+	return f, srv.Listener.Addr().String()
+}
+
+func (f *fakeLookupd) set(answer func() (int, string)) {
+	f.mu.Lock()
+	f.answer = answer
+	f.mu.Unlock()
+}
+
+// waitPolls waits for n more polls.
+func (f *fakeLookupd) waitPolls(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-f.polls:
+		case <-time.After(5 * time.Second):
+			t.Fatal("nsqlookupd not polled")
+		}
+	}
+}
+
+func lookupdNodeJSON(addr string, topics map[string]bool) string {
+	host, port, _ := net.SplitHostPort(addr)
+	var names, tombs []string
+	for topic, tomb := range topics {
+		names = append(names, fmt.Sprintf("%q", topic))
+		tombs = append(tombs, fmt.Sprint(tomb))
+	}
+	return fmt.Sprintf(`{"remote_address":"127.0.0.1:1","hostname":"h","broadcast_address":%q,"tcp_port":%s,"http_port":1,"version":"1.3.0","tombstones":[%s],"topics":[%s]}`,
+		host, port, strings.Join(tombs, ","), strings.Join(names, ","))
+}
+
+// TestPoolLookupdAnswers: the pre-1.0 {"data":...} envelope is read; a
+// node is skipped for a topic it tombstoned; a node missing from one answer
+// stays, from two is removed; an error answer keeps the list.
+func TestPoolLookupdAnswers(t *testing.T) {
+	_, addrs := startNodes(t, 2)
+	a, b := addrs[0], addrs[1]
+	both := func() (int, string) {
+		return 200, fmt.Sprintf(`{"status_code":200,"status_txt":"OK","data":{"producers":[%s,%s]}}`,
+			lookupdNodeJSON(a, map[string]bool{"tomb": true, "other": false}), lookupdNodeJSON(b, nil))
+	}
+	f, lookupdAddr := startFakeLookupd(t, both)
+	p := newTestPool(t, nil, poolConfig(t))
+	require.NoError(t, p.ConnectToNSQLookupd(lookupdAddr))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	for i := range 50 {
+		require.NoError(t, p.Publish("tomb", []byte(fmt.Sprint(i))))
+	}
+	for _, n := range p.Stats().Nodes {
+		if n.Addr == a {
+			assert.Zero(t, n.Published, "the node that tombstoned the topic took publishes")
+		} else {
+			assert.Equal(t, uint64(50), n.Published)
+		}
+	}
+
+	f.set(func() (int, string) { return 500, `{"message":"INTERNAL_ERROR"}` })
+	f.waitPolls(t, 4)
+	assert.Len(t, p.Stats().Nodes, 2, "an error answer keeps the list")
+
+	onlyA := func() (int, string) { return 200, fmt.Sprintf(`{"producers":[%s]}`, lookupdNodeJSON(a, nil)) }
+	once := false
+	f.set(func() (int, string) {
+		if !once {
+			once = true
+			return onlyA()
+		}
+		return both()
+	})
+	f.waitPolls(t, 3)
+	assert.Len(t, p.Stats().Nodes, 2, "one missed answer removed a node")
+	f.set(onlyA)
+	f.waitPolls(t, 3)
+	waitPool(t, p, 5*time.Second, "the missing node removed", func(s ProducerPoolStats) bool {
+		return len(s.Nodes) == 1 && s.Nodes[0].Addr == a
+	})
+	require.NoError(t, p.Publish("tomb", []byte("x")), "a tombstoned node is used when no other can take the topic")
 }
