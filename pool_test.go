@@ -510,10 +510,15 @@ func startFakeLookupd(t *testing.T, answer func() (int, string)) (*fakeLookupd, 
 	return f, srv.Listener.Addr().String()
 }
 
+// set changes the answer; polls counted from now on are answered by it
+// (or were in flight as it changed: waitPolls callers wait one extra).
 func (f *fakeLookupd) set(answer func() (int, string)) {
 	f.mu.Lock()
 	f.answer = answer
 	f.mu.Unlock()
+	for len(f.polls) > 0 {
+		<-f.polls
+	}
 }
 
 // waitPolls waits for n more polls.
@@ -565,7 +570,7 @@ func TestPoolLookupdAnswers(t *testing.T) {
 	}
 
 	f.set(func() (int, string) { return 500, `{"message":"INTERNAL_ERROR"}` })
-	f.waitPolls(t, 4)
+	f.waitPolls(t, 5)
 	assert.Len(t, p.Stats().Nodes, 2, "an error answer keeps the list")
 
 	onlyA := func() (int, string) { return 200, fmt.Sprintf(`{"producers":[%s]}`, lookupdNodeJSON(a, nil)) }
@@ -577,7 +582,8 @@ func TestPoolLookupdAnswers(t *testing.T) {
 		}
 		return both()
 	})
-	f.waitPolls(t, 3)
+	f.waitPolls(t, 4)
+	assert.True(t, once)
 	assert.Len(t, p.Stats().Nodes, 2, "one missed answer removed a node")
 	f.set(onlyA)
 	f.waitPolls(t, 3)
