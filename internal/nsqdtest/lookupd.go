@@ -1,6 +1,9 @@
 package nsqdtest
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 // Lookupd is a running (or stopped) nsqlookupd process started by
 // StartLookupd.
@@ -93,3 +96,26 @@ func (l *Lookupd) Restart() {
 
 // Log returns what nsqlookupd has written so far.
 func (l *Lookupd) Log() string { return l.n.Log() }
+
+// LaunchLookupd is StartLookupd for code that has no testing.TB, such as
+// Example functions (see Launch): it returns an error instead of failing a
+// test, and the caller must call Close.
+func LaunchLookupd(args ...string) (l *Lookupd, err error) {
+	lt := &launchTB{}
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		lt.close()
+		f, ok := r.(launchFailure)
+		if !ok {
+			panic(r)
+		}
+		l, err = nil, errors.New(string(f))
+	}()
+	return StartLookupd(lt, args...), nil
+}
+
+// Close stops nsqlookupd (see Nsqd.Close).
+func (l *Lookupd) Close() { l.n.Close() }
