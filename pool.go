@@ -442,7 +442,10 @@ func (p *ProducerPool) log(lvl LogLevel, format string, args ...any) {
 	l.Output(2, fmt.Sprintf("%-4s %3d (pool) %s", lvl, p.id, fmt.Sprintf(format, args...)))
 }
 
-// publishSync validates a publish, queues it and waits for its final result.
+// publishSync validates a publish, queues it, and, once the pool gives it
+// a node, publishes it there from the caller's goroutine (so a sync
+// publish costs what a Producer's does), moving it to another node while
+// it never reaches one.
 func (p *ProducerPool) publishSync(ctx context.Context, kind poolKind, topic string, delay time.Duration, body []byte, bodies [][]byte) error {
 	t, err := p.newTx(kind, topic, delay, body, bodies)
 	if err != nil {
@@ -455,44 +458,75 @@ func (p *ProducerPool) publishSync(ctx context.Context, kind poolKind, topic str
 	if err := p.enqueue(ctx, t); err != nil {
 		return err
 	}
-	select {
-	case <-t.wake:
-		return t.err
-	case <-ctx.Done():
-	}
-	p.mu.Lock()
-	if t.finished {
+	for {
+		select {
+		case <-t.wake:
+		case <-ctx.Done():
+			return p.abandon(t)
+		}
+		p.mu.Lock()
+		n := t.node
 		p.mu.Unlock()
-		return t.err
+		if n == nil {
+			return t.err // finished (t.err written before wake)
+		}
+		err := n.publishSync(ctx, t)
+		if err == ErrStopped {
+			// The node was removed after it was given this publish.
+			err = neverSentf(fmt.Errorf("nsq: nsqd %s left the pool", n.addr))
+		}
+		var out []*poolTx
+		p.mu.Lock()
+		if waited(ctx, err) {
+			// The caller's context ended while the node's Producer had it:
+			// it goes on there without us, and may be stored.
+			out = p.releaseLocked(n, t, err)
+		} else {
+			out = p.settleLocked(n, t, err)
+		}
+		work := p.dispatchLocked()
+		p.mu.Unlock()
+		p.deliver(out)
+		p.send(work)
 	}
-	t.abandoned = true
-	sent := t.node != nil
+}
+
+// abandon handles a sync caller whose context ended while its publish
+// waited for a node: it is never sent.
+func (p *ProducerPool) abandon(t *poolTx) error {
 	var out []*poolTx
-	if !sent {
-		// Still queued: it will never be sent. Dispatch skips it.
-		out = append(out, p.finishLocked(t, neverSentCtx(ctx))...)
+	p.mu.Lock()
+	switch {
+	case t.finished:
+	case t.node != nil:
+		// Given a node, not yet published there.
+		<-t.wake
+		out = p.releaseLocked(t.node, t, neverSentCtx(t.ctx))
+	default:
+		// Still queued: dispatch skips it.
+		t.abandoned = true
+		out = p.finishLocked(t, neverSentCtx(t.ctx))
 	}
 	p.mu.Unlock()
 	p.deliver(out)
-	if !sent {
-		return t.err
-	}
-	return &poolWaitError{ctx: ctx}
+	return t.err
 }
 
-// poolWaitError is returned by a context call whose context ended after its
-// publish was handed to a node: the publish goes on and may be stored.
-type poolWaitError struct{ ctx context.Context }
-
-func (e *poolWaitError) Error() string {
-	return "nsq: stopped waiting for nsqd's answer, the publish may still succeed: " + context.Cause(e.ctx).Error()
+// releaseLocked takes t back from n without a result from n, and finishes
+// it with err.
+func (p *ProducerPool) releaseLocked(n *poolNode, t *poolTx, err error) []*poolTx {
+	n.held -= t.msgs
+	n.heldSize -= t.size
+	p.held -= t.msgs
+	t.node = nil
+	return p.finishLocked(t, err)
 }
 
-func (e *poolWaitError) Unwrap() []error {
-	if cause := context.Cause(e.ctx); cause != e.ctx.Err() {
-		return []error{e.ctx.Err(), cause}
-	}
-	return []error{e.ctx.Err()}
+// waited reports whether err is a Producer's context call giving up on
+// nsqd's answer because ctx ended (the publish goes on).
+func waited(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) &&
+		!errors.Is(err, ErrNeverSent) && !errors.Is(err, ErrUnknownOutcome)
 }
 
 // publishAsync validates a publish and queues it.
@@ -530,30 +564,35 @@ func (p *ProducerPool) check(t *poolTx) error {
 	if !IsValidTopicName(t.topic) {
 		return fmt.Errorf("%w %q: want 1 to 64 characters of [.a-zA-Z0-9_-], optionally followed by #ephemeral", ErrInvalidTopic, t.topic)
 	}
-	checkBody := func(b []byte, what string) error {
+	// checkBody checks body i of a MultiPublish, or the body when i < 0.
+	checkBody := func(b []byte, i int) error {
+		if len(b) > 0 && (c.MaxMsgSize <= 0 || int64(len(b)) <= c.MaxMsgSize) {
+			return nil
+		}
+		what := "message body"
+		if i >= 0 {
+			what = fmt.Sprintf("body %d", i)
+		}
 		if len(b) == 0 {
 			return fmt.Errorf("%w: %s is empty (nsqd refuses empty messages)", ErrEmptyBody, what)
 		}
-		if c.MaxMsgSize > 0 && int64(len(b)) > c.MaxMsgSize {
-			return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, what, len(b), c.MaxMsgSize)
-		}
-		return nil
+		return fmt.Errorf("%w: %s of %d bytes is over max_msg_size (%d)", ErrTooLarge, what, len(b), c.MaxMsgSize)
 	}
 	switch t.kind {
 	case poolDPUB:
 		if t.delay < 0 || t.delay > c.MaxDeferredDelay {
 			return fmt.Errorf("%w: %s is outside [0, %s] (max_deferred_delay)", ErrInvalidDelay, t.delay, c.MaxDeferredDelay)
 		}
-		return checkBody(t.body, "message body")
+		return checkBody(t.body, -1)
 	case poolPUB:
-		return checkBody(t.body, "message body")
+		return checkBody(t.body, -1)
 	}
 	if len(t.bodies) == 0 {
 		return fmt.Errorf("%w: MultiPublish needs at least one body", ErrEmptyBody)
 	}
 	size := int64(4)
 	for i, b := range t.bodies {
-		if err := checkBody(b, fmt.Sprintf("body %d", i)); err != nil {
+		if err := checkBody(b, i); err != nil {
 			return err
 		}
 		size += 4 + int64(len(b))
@@ -638,6 +677,10 @@ func (p *ProducerPool) dispatchLocked() []nodeWork {
 		p.held += t.msgs
 		t.node = n
 		t.attempts++
+		if t.wake != nil {
+			t.wake <- struct{}{} // the sync caller publishes it
+			continue
+		}
 		i := 0
 		for i < len(work) && work[i].n != n {
 			i++
@@ -996,7 +1039,7 @@ type poolTx struct {
 	size     int64 // bytes held against the pending limits
 	args     []interface{}
 	doneChan chan *ProducerTransaction // async: the caller's; nil drops the result
-	wake     chan struct{}             // sync: signalled once, when finished
+	wake     chan struct{}             // sync: signalled when given a node, and when finished
 	ctx      context.Context           // sync with a context: not handed to a node once done
 
 	// Guarded by ProducerPool.mu.

@@ -1,6 +1,7 @@
 package nsq
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"sync"
@@ -96,6 +97,17 @@ func (n *poolNode) publish(t *poolTx) error {
 		return n.producer.DeferredPublishAsync(t.topic, t.delay, t.body, n.results, t)
 	}
 	return n.producer.PublishAsync(t.topic, t.body, n.results, t)
+}
+
+// publishSync publishes t on the node's Producer and waits for its answer.
+func (n *poolNode) publishSync(ctx context.Context, t *poolTx) error {
+	switch t.kind {
+	case poolMPUB:
+		return n.producer.MultiPublishContext(ctx, t.topic, t.bodies)
+	case poolDPUB:
+		return n.producer.DeferredPublishContext(ctx, t.topic, t.delay, t.body)
+	}
+	return n.producer.PublishContext(ctx, t.topic, t.body)
 }
 
 func (n *poolNode) setStateLocked(p *ProducerPool, s nodeState) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nsqkit/go-nsq/internal/fakensqd"
 	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,12 +43,19 @@ func newTestPool(t testing.TB, addrs []string, cfg *Config) *ProducerPool {
 	p, err := NewProducerPool(addrs, cfg)
 	require.NoError(t, err)
 	p.SetLogger(&testLogger{t: t}, LogLevelInfo)
+	livePools.Add(1)
 	t.Cleanup(func() {
 		p.Stop()
-		requirePoolNoLeaks(t)
+		if livePools.Add(-1) == 0 {
+			requirePoolNoLeaks(t)
+		}
 	})
 	return p
 }
+
+// livePools counts the pools newTestPool made that are not stopped yet:
+// the leak check runs once the last is.
+var livePools atomic.Int32
 
 // requirePoolNoLeaks fails the test if a goroutine of the pool or of any
 // Producer is left.
@@ -273,8 +281,6 @@ func closedAddr(t testing.TB) string {
 	return addr
 }
 
-var _ = errors.Is
-var _ atomic.Int64
 
 // allStacks returns every goroutine's stack.
 func allStacks() string {
@@ -378,7 +384,10 @@ func TestPoolPausedNode(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // the pause goes on; the others must keep publishing
 	during := okCount.Load() - before
 	require.NoError(t, nodes[1].Resume())
-	l.waitResults(t, l.results+200)
+	l.mu.Lock()
+	sofar := l.results
+	l.mu.Unlock()
+	l.waitResults(t, sofar+200)
 	close(stop)
 	wg.Wait()
 	s := p.Stats()
@@ -591,4 +600,175 @@ func TestPoolLookupdAnswers(t *testing.T) {
 		return len(s.Nodes) == 1 && s.Nodes[0].Addr == a
 	})
 	require.NoError(t, p.Publish("tomb", []byte("x")), "a tombstoned node is used when no other can take the topic")
+}
+
+// fakeNode is a scripted nsqd that comes up (handshake and the pool's
+// NOP) and then runs script on that connection.
+func fakeNode(t *testing.T, scripts ...func(c *fakensqd.Conn)) *fakensqd.Server {
+	s := fakensqd.New(t)
+	for _, script := range scripts {
+		s.Go(func(c *fakensqd.Conn) {
+			c.Handshake(nil)
+			c.Expect("NOP")
+			script(c)
+		})
+	}
+	return s
+}
+
+// TestPoolFailover: which failures move a publish to another node.
+func TestPoolFailover(t *testing.T) {
+	nodes, addrs := startNodes(t, 1)
+	real := addrs[0]
+	bothUp := func(t *testing.T, p *ProducerPool) {
+		waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	}
+	nodeStats := func(p *ProducerPool, addr string) PoolNodeStats {
+		for _, n := range p.Stats().Nodes {
+			if n.Addr == addr {
+				return n
+			}
+		}
+		return PoolNodeStats{}
+	}
+
+	t.Run("E_PUB_FAILED moves", func(t *testing.T) {
+		fake := fakeNode(t, func(c *fakensqd.Conn) {
+			c.ExpectPublish()
+			c.Error("E_PUB_FAILED PUB failed exiting")
+			c.Close()
+		})
+		p := newTestPool(t, []string{fake.Addr(), real}, poolConfig(t))
+		bothUp(t, p)
+		before := topicCount(t, nodes[0], "failover")
+		require.NoError(t, p.Publish("failover", []byte("moved")))
+		assert.Equal(t, before+1, topicCount(t, nodes[0], "failover"))
+		f := nodeStats(p, fake.Addr())
+		assert.Equal(t, uint64(1), f.NeverSent)
+		assert.Equal(t, uint64(1), f.Rerouted)
+		assert.Equal(t, uint64(1), p.Stats().Rerouted)
+		fake.Wait()
+	})
+
+	t.Run("E_MPUB_FAILED does not move", func(t *testing.T) {
+		fake := fakeNode(t, func(c *fakensqd.Conn) {
+			c.ExpectPublish()
+			c.Error("E_MPUB_FAILED MPUB failed exiting")
+			c.Close()
+		}, func(c *fakensqd.Conn) {})
+		p := newTestPool(t, []string{fake.Addr(), real}, poolConfig(t))
+		bothUp(t, p)
+		before := topicCount(t, nodes[0], "failover")
+		err := p.MultiPublish("failover", [][]byte{[]byte("a"), []byte("b")})
+		assert.ErrorIs(t, err, ErrUnknownOutcome)
+		var perr ErrProtocol
+		require.ErrorAs(t, err, &perr)
+		assert.Equal(t, "E_MPUB_FAILED", perr.Code())
+		assert.Equal(t, before, topicCount(t, nodes[0], "failover"))
+		assert.Zero(t, p.Stats().Rerouted)
+		assert.Equal(t, uint64(2), p.Stats().UnknownOutcome)
+		fake.Wait()
+	})
+
+	t.Run("never sent moves, up to pool_max_attempts", func(t *testing.T) {
+		for _, attempts := range []int{1, 3} {
+			fake := fakeNode(t, func(c *fakensqd.Conn) {})
+			p := newTestPool(t, []string{fake.Addr(), real}, poolConfig(t, "pool_max_attempts", attempts))
+			logs := &testLogger{t: t}
+			lines := logs.watch(100)
+			p.SetLogger(logs, LogLevelInfo)
+			bothUp(t, p)
+			fake.Close() // the idle connection drops; reconnecting is refused
+			waitLine(t, lines, "("+fake.Addr()+") connection lost", 5*time.Second)
+			err := p.Publish("failover", []byte("x"))
+			if attempts == 1 {
+				assert.ErrorIs(t, err, ErrNeverSent, "one attempt: the first node's error")
+			} else {
+				assert.NoError(t, err, "moved to the other node")
+				assert.Equal(t, uint64(1), p.Stats().Rerouted)
+			}
+		}
+	})
+
+	t.Run("nsqd's refusal is not retried", func(t *testing.T) {
+		small, addrs := startNodes(t, 2, "--max-msg-size=64")
+		p := newTestPool(t, addrs, poolConfig(t))
+		waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+		err := p.Publish("failover", make([]byte, 100))
+		var perr ErrProtocol
+		require.ErrorAs(t, err, &perr)
+		assert.Equal(t, "E_BAD_MESSAGE", perr.Code())
+		s := p.Stats()
+		assert.Zero(t, s.Rerouted)
+		assert.Equal(t, map[string]uint64{"E_BAD_MESSAGE": 1}, s.NsqdErrors)
+		assert.Zero(t, topicCount(t, small[0], "failover")+topicCount(t, small[1], "failover"))
+	})
+}
+
+// TestPoolContext: a sync publish waiting for a node gives up when its
+// context ends, never sent; TryPublishAsync refuses when max_pending are
+// pending; Stop fails what no node took, and returns.
+func TestPoolContext(t *testing.T) {
+	// A node whose handshake is never answered stays connecting.
+	silent := fakensqd.New(t)
+	cfg := poolConfig(t, "read_timeout", 5*time.Second, "heartbeat_interval", time.Second, "max_pending", 1, "stop_timeout", 200*time.Millisecond)
+	p := newTestPool(t, []string{silent.Addr()}, cfg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := p.PublishContext(ctx, "ctx", []byte("x"))
+	assert.ErrorIs(t, err, ErrNeverSent)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), time.Second)
+
+	done := make(chan *ProducerTransaction, 2)
+	require.NoError(t, p.TryPublishAsync("ctx", []byte("queued"), done, 1))
+	assert.Equal(t, ErrPendingFull, p.TryPublishAsync("ctx", []byte("refused"), done, 2))
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	assert.ErrorIs(t, p.PublishAsyncContext(ctx2, "ctx", []byte("no room"), done, 3), context.DeadlineExceeded)
+	flushCtx, cancel3 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel3()
+	assert.ErrorIs(t, p.Flush(flushCtx), context.DeadlineExceeded, "Flush waits for the queued publish")
+
+	within(t, 3*time.Second, "Stop", p.Stop)
+	tx := <-done
+	assert.Equal(t, []interface{}{1}, tx.Args)
+	assert.ErrorIs(t, tx.Error, ErrNeverSent)
+	assert.Equal(t, ErrStopped, p.PublishAsync("ctx", []byte("late"), done))
+	assert.Equal(t, uint64(1), p.Stats().Refused, "ErrPendingFull counts; a context that ended does not")
+}
+
+// TestPoolInvalidInput: refused at the call, as by a Producer.
+func TestPoolInvalidInput(t *testing.T) {
+	p := newTestPool(t, []string{closedAddr(t)}, poolConfig(t, "max_msg_size", 10))
+	assert.ErrorIs(t, p.Publish("a b", []byte("x")), ErrInvalidTopic)
+	assert.ErrorIs(t, p.Publish("t", nil), ErrEmptyBody)
+	assert.ErrorIs(t, p.MultiPublish("t", nil), ErrEmptyBody)
+	assert.ErrorIs(t, p.MultiPublish("t", [][]byte{[]byte("ok"), make([]byte, 11)}), ErrTooLarge)
+	assert.ErrorIs(t, p.DeferredPublish("t", -time.Second, []byte("x")), ErrInvalidDelay)
+	assert.ErrorIs(t, p.PublishAsync("t", make([]byte, 11), nil), ErrTooLarge)
+	assert.Equal(t, uint64(6), p.Stats().Refused)
+}
+
+// TestPoolSlowDoneChan: a doneChan nobody reads holds back neither the pool
+// nor other doneChans; Stop drops its results after stop_timeout.
+func TestPoolSlowDoneChan(t *testing.T) {
+	_, addrs := startNodes(t, 2)
+	p := newTestPool(t, addrs, poolConfig(t, "stop_timeout", 300*time.Millisecond))
+	slow := make(chan *ProducerTransaction) // never read
+	fast := make(chan *ProducerTransaction, 1)
+	for i := range 100 {
+		require.NoError(t, p.PublishAsync("slow", []byte("x"), slow, i))
+	}
+	for i := range 100 {
+		require.NoError(t, p.PublishAsync("slow", []byte("y"), fast, i))
+		tx := <-fast
+		require.NoError(t, tx.Error)
+	}
+	require.NoError(t, p.Flush(context.Background()))
+	assert.Equal(t, int64(100), p.Stats().Pending, "the unread results hold their room")
+	within(t, 3*time.Second, "Stop", p.Stop)
+	assert.Zero(t, p.Stats().Pending)
 }
