@@ -281,7 +281,6 @@ func closedAddr(t testing.TB) string {
 	return addr
 }
 
-
 // allStacks returns every goroutine's stack.
 func allStacks() string {
 	buf := make([]byte, 1<<20)
