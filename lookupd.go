@@ -189,7 +189,7 @@ func (p *ProducerPool) pollOnce(ctx context.Context, client *http.Client) {
 			}
 			if n.missed++; n.missed >= lookupdMissedPolls {
 				p.log(LogLevelInfo, "nsqd %s is no longer listed by nsqlookupd: removing it", n.addr)
-				n.removeLocked()
+				n.removeLocked(p)
 			}
 		}
 	}

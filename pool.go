@@ -348,10 +348,10 @@ func (p *ProducerPool) Stop() {
 	p.mu.Lock()
 	p.closing = true
 	p.expired = !time.Now().Before(deadline)
-	out := p.failQueueLocked(neverSentf(errPoolStopTimeout))
 	for _, n := range p.nodes {
-		n.removeLocked()
+		n.removeLocked(p)
 	}
+	out := p.failQueueLocked(neverSentf(errPoolStopTimeout))
 	p.mu.Unlock()
 	p.deliver(out)
 	p.wg.Wait() // every node has stopped its Producer and settled what it held
@@ -451,6 +451,11 @@ func (p *ProducerPool) publishSync(ctx context.Context, kind poolKind, topic str
 	if err != nil {
 		return err
 	}
+	return p.runSync(ctx, t)
+}
+
+// runSync queues t and waits for its final result.
+func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 	t.wake = make(chan struct{}, 1)
 	if ctx.Done() != nil {
 		t.ctx = ctx
@@ -546,6 +551,38 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 	}
 	t.doneChan, t.args = doneChan, args
 	return p.enqueue(ctx, t)
+}
+
+// PublishByKey is Publish to the node chosen for key: of the nodes that are
+// up, the one whose rendezvous hash with key is highest. While no node
+// joins, leaves, goes down or comes up, every publish with one key goes to
+// one node, so its publishes (and PublishAsyncByKey's) are stored in the
+// order they are made and complete in that order. When the key's node stops
+// taking publishes, the key moves to its next node (a node that comes up or
+// joins takes back only its own keys); a publish that never reached its
+// node moves too. Publishes made around such a move may be stored out of
+// order, never twice.
+func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
+	t, err := p.newTx(poolPUB, topic, 0, body, nil)
+	if err != nil {
+		return err
+	}
+	t.keyed, t.keyHash = true, hashKey(key)
+	return p.runSync(context.Background(), t)
+}
+
+// PublishAsyncByKey is PublishAsync to the node chosen for key: see
+// PublishByKey for what it guarantees about order. Results of one key
+// arrive on doneChan in the order published while its node does not
+// change.
+func (p *ProducerPool) PublishAsyncByKey(key, topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
+	t, err := p.newTx(poolPUB, topic, 0, body, nil)
+	if err != nil {
+		return err
+	}
+	t.keyed, t.keyHash = true, hashKey(key)
+	t.doneChan, t.args = doneChan, args
+	return p.enqueue(context.Background(), t)
 }
 
 // newTx checks a publish as a Producer would, at the call.
@@ -654,12 +691,23 @@ type nodeWork struct {
 // in the order they were taken; send hands them over and unlocks.
 func (p *ProducerPool) dispatchLocked() []nodeWork {
 	var work []nodeWork
+	if p.closing {
+		return nil
+	}
+	// Keyed publishes waiting for their node go first, in order.
+	for _, n := range p.nodes {
+		for n.state == nodeUp && n.keyQ.len() > 0 && n.hasRoom(p, n.keyQ.peek()) {
+			if t := n.keyQ.popFront(); !t.finished {
+				work = p.assignLocked(n, t, work)
+			}
+		}
+	}
 	for {
 		q := &p.retryQ
 		if q.len() == 0 {
 			q = &p.queue
 		}
-		if q.len() == 0 || p.closing {
+		if q.len() == 0 {
 			break
 		}
 		t := q.peek()
@@ -667,33 +715,98 @@ func (p *ProducerPool) dispatchLocked() []nodeWork {
 			q.popFront()
 			continue
 		}
+		if t.keyed {
+			n := p.keyNodeLocked(t)
+			if n == nil {
+				break // no node is up
+			}
+			q.popFront()
+			if n.keyQ.len() > 0 || !n.hasRoom(p, t) {
+				n.keyQ.pushBack(t) // behind the key's earlier publishes
+				continue
+			}
+			work = p.assignLocked(n, t, work)
+			continue
+		}
 		n := p.pickLocked(t)
 		if n == nil {
 			break
 		}
 		q.popFront()
-		n.held += t.msgs
-		n.heldSize += t.size
-		p.held += t.msgs
-		t.node = n
-		t.attempts++
-		if t.wake != nil {
-			t.wake <- struct{}{} // the sync caller publishes it
-			continue
-		}
-		i := 0
-		for i < len(work) && work[i].n != n {
-			i++
-		}
-		if i == len(work) {
-			work = append(work, nodeWork{n: n})
-		}
-		work[i].txs = append(work[i].txs, t)
+		work = p.assignLocked(n, t, work)
 	}
 	for _, w := range work {
 		w.n.sendMu.Lock()
 	}
 	return work
+}
+
+// assignLocked gives t to n: a sync caller is woken to publish it, an async
+// publish joins n's work.
+func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, work []nodeWork) []nodeWork {
+	n.held += t.msgs
+	n.heldSize += t.size
+	p.held += t.msgs
+	t.node = n
+	t.attempts++
+	if t.wake != nil {
+		t.wake <- struct{}{} // the sync caller publishes it
+		return work
+	}
+	i := 0
+	for i < len(work) && work[i].n != n {
+		i++
+	}
+	if i == len(work) {
+		work = append(work, nodeWork{n: n})
+	}
+	work[i].txs = append(work[i].txs, t)
+	return work
+}
+
+// keyNodeLocked returns the node for a keyed publish: of the nodes that are
+// up, the one whose rendezvous hash with the key is highest (so a node
+// coming or going moves only its own keys), skipping the node it just
+// failed on while another is up.
+func (p *ProducerPool) keyNodeLocked(t *poolTx) *poolNode {
+	var best *poolNode
+	var bestScore uint64
+	for _, n := range p.nodes {
+		if n.state != nodeUp || (n == t.last && len(p.nodes) > 1) {
+			continue
+		}
+		score := rendezvous(t.keyHash, n.addr)
+		if best == nil || score > bestScore {
+			best, bestScore = n, score
+		}
+	}
+	if best == nil && t.last != nil && t.last.state == nodeUp {
+		best = t.last
+	}
+	return best
+}
+
+// rendezvous mixes a key's hash with a node's address (FNV-1a, then a
+// finalizer so that close addresses score far apart).
+func rendezvous(keyHash uint64, addr string) uint64 {
+	h := keyHash
+	for i := 0; i < len(addr); i++ {
+		h ^= uint64(addr[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
+}
+
+func hashKey(key string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // pickLocked returns the node to hand t to, or nil if none has room: the
@@ -860,7 +973,7 @@ func (p *ProducerPool) wakeFlushersLocked() {
 
 // checkIdleLocked closes idle once Stop waits with nothing queued or held.
 func (p *ProducerPool) checkIdleLocked() {
-	if p.idle == nil || p.queue.len() > 0 || p.retryQ.len() > 0 || p.held > 0 {
+	if p.idle == nil || p.queuedLocked() > 0 || p.held > 0 {
 		return
 	}
 	select {
@@ -868,6 +981,15 @@ func (p *ProducerPool) checkIdleLocked() {
 	default:
 		close(p.idle)
 	}
+}
+
+// queuedLocked returns how many publishes wait for a node.
+func (p *ProducerPool) queuedLocked() int {
+	n := p.queue.len() + p.retryQ.len()
+	for _, node := range p.nodes {
+		n += node.keyQ.len()
+	}
+	return n
 }
 
 // hopelessLocked reports whether no node can take a publish soon: none is
@@ -888,14 +1010,14 @@ func (p *ProducerPool) hopelessLocked() bool {
 // failIfHopelessLocked fails every queued publish when no node can take
 // them soon.
 func (p *ProducerPool) failIfHopelessLocked() []*poolTx {
-	if p.queue.len() == 0 && p.retryQ.len() == 0 || !p.hopelessLocked() {
+	if p.queuedLocked() == 0 || !p.hopelessLocked() {
 		return nil
 	}
 	cause := p.lastErr
 	if cause == nil {
 		cause = errNoNodes
 	}
-	p.log(LogLevelError, "no nsqd can take publishes: failing %d queued: %v", p.queue.len()+p.retryQ.len(), cause)
+	p.log(LogLevelError, "no nsqd can take publishes: failing %d queued: %v", p.queuedLocked(), cause)
 	if errors.Is(cause, ErrNeverSent) {
 		return p.failQueueLocked(cause)
 	}
@@ -1041,6 +1163,8 @@ type poolTx struct {
 	doneChan chan *ProducerTransaction // async: the caller's; nil drops the result
 	wake     chan struct{}             // sync: signalled when given a node, and when finished
 	ctx      context.Context           // sync with a context: not handed to a node once done
+	keyed    bool                      // published by key: goes to the key's node
+	keyHash  uint64
 
 	// Guarded by ProducerPool.mu.
 	epoch     uint64

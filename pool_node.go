@@ -49,6 +49,7 @@ type poolNode struct {
 	heldSize                                int64 // their bytes
 	published, unknown, neverSent, rerouted uint64
 	lastErr                                 error
+	keyQ                                    poolQueue       // keyed publishes waiting for room on it, in order
 	missed                                  int             // consecutive nsqlookupd answers without it
 	tombstoned                              map[string]bool // topics nsqlookupd says it tombstoned
 }
@@ -122,6 +123,9 @@ func (n *poolNode) setStateLocked(p *ProducerPool, s nodeState) {
 	case nodeConnecting:
 		p.log(LogLevelWarning, "nsqd %s takes nothing until it has connected again: %v", n.addr, n.lastErr)
 	}
+	if n.state == nodeUp {
+		n.requeueKeyedLocked(p)
+	}
 	n.state = s
 	select {
 	case n.kick <- struct{}{}:
@@ -129,13 +133,31 @@ func (n *poolNode) setStateLocked(p *ProducerPool, s nodeState) {
 	}
 }
 
+// requeueKeyedLocked sends the keyed publishes waiting for a node that
+// takes nothing more back to the pool's queue, in order, for the keys'
+// next node.
+func (n *poolNode) requeueKeyedLocked(p *ProducerPool) {
+	if n.keyQ.len() == 0 {
+		return
+	}
+	var q poolQueue
+	for n.keyQ.len() > 0 {
+		q.pushBack(n.keyQ.popFront())
+	}
+	for p.retryQ.len() > 0 {
+		q.pushBack(p.retryQ.popFront())
+	}
+	p.retryQ = q
+}
+
 // removeLocked takes the node out of the pool: it takes nothing more, its
 // Producer is stopped (answering what it holds) and the node's goroutine
 // exits.
-func (n *poolNode) removeLocked() {
+func (n *poolNode) removeLocked(p *ProducerPool) {
 	if n.state == nodeRemoved {
 		return
 	}
+	n.requeueKeyedLocked(p)
 	n.state = nodeRemoved
 	select {
 	case n.kick <- struct{}{}:
@@ -316,7 +338,7 @@ func (p *ProducerPool) Stats() ProducerPoolStats {
 	}
 	s.mu.Unlock()
 	p.mu.Lock()
-	out.Queued = p.queue.len() + p.retryQ.len()
+	out.Queued = p.queuedLocked()
 	nodes := make([]*poolNode, len(p.nodes))
 	copy(nodes, p.nodes)
 	for _, n := range p.nodes {

@@ -771,3 +771,69 @@ func TestPoolSlowDoneChan(t *testing.T) {
 	within(t, 3*time.Second, "Stop", p.Stop)
 	assert.Zero(t, p.Stats().Pending)
 }
+
+// TestPoolByKey: publishes with one key go to one node, stored and
+// completed in order; keys spread over the nodes; when a key's node dies
+// the key moves and nothing fails.
+func TestPoolByKey(t *testing.T) {
+	nodes, addrs := startNodes(t, 3)
+	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	const keys, each = 30, 100
+	done := make(chan *ProducerTransaction, keys*each)
+	for i := range each {
+		for k := range keys {
+			key := fmt.Sprintf("key%d", k)
+			require.NoError(t, p.PublishAsyncByKey(key, "bykey", []byte(fmt.Sprintf("%s-%d", key, i)), done, key, i))
+		}
+	}
+	next := map[string]int{}
+	for range keys * each {
+		tx := <-done
+		require.NoError(t, tx.Error)
+		key, i := tx.Args[0].(string), tx.Args[1].(int)
+		assert.Equal(t, next[key], i, "results of %s out of order", key)
+		next[key] = i + 1
+	}
+	nodeOf := map[string]int{}
+	for ni, n := range nodes {
+		st, err := n.Stats("bykey")
+		require.NoError(t, err)
+		if st.Depth == 0 {
+			continue
+		}
+		pos := map[string]int{}
+		for _, m := range n.Consume(t, "bykey", int(st.Depth+st.ChannelDepth), consumeTimeout) {
+			key, num, _ := strings.Cut(string(m.Body), "-")
+			if prev, ok := nodeOf[key]; ok && prev != ni {
+				t.Errorf("%s stored on nodes %d and %d", key, prev, ni)
+			}
+			nodeOf[key] = ni
+			var i int
+			fmt.Sscan(num, &i)
+			assert.Equal(t, pos[key], i, "%s stored out of order on node %d", key, ni)
+			pos[key] = i + 1
+		}
+	}
+	assert.Len(t, nodeOf, keys)
+	used := map[int]bool{}
+	for _, ni := range nodeOf {
+		used[ni] = true
+	}
+	assert.Len(t, used, 3, "the keys did not spread over the nodes")
+
+	// Kill the node of key0: its next publishes go elsewhere, all ok.
+	victim := nodeOf["key0"]
+	nodes[victim].Kill()
+	for i := range 20 {
+		require.NoError(t, p.PublishByKey("key0", "bykey", []byte(fmt.Sprint(i))))
+	}
+	moved := false
+	for ni, n := range nodes {
+		if ni != victim && topicCount(t, n, "bykey") > 0 {
+			st, _ := n.Stats("bykey")
+			moved = moved || st.Depth+st.ChannelDepth == 20
+		}
+	}
+	assert.True(t, moved, "key0's publishes after the kill are not all on one other node")
+}
