@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -447,7 +448,7 @@ func (p *ProducerPool) log(lvl LogLevel, format string, args ...any) {
 // publish costs what a Producer's does), moving it to another node while
 // it never reaches one.
 func (p *ProducerPool) publishSync(ctx context.Context, kind poolKind, topic string, delay time.Duration, body []byte, bodies [][]byte) error {
-	t, err := p.newTx(kind, topic, delay, body, bodies)
+	t, err := p.newTx(getPoolSyncTx(), kind, topic, delay, body, bodies)
 	if err != nil {
 		return err
 	}
@@ -456,24 +457,26 @@ func (p *ProducerPool) publishSync(ctx context.Context, kind poolKind, topic str
 
 // runSync queues t and waits for its final result.
 func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
-	t.wake = make(chan struct{}, 1)
 	if ctx.Done() != nil {
 		t.ctx = ctx
 	}
 	if err := p.enqueue(ctx, t); err != nil {
+		p.putSyncTx(t)
 		return err
 	}
 	for {
+		var n *poolNode
 		select {
-		case <-t.wake:
+		case n = <-t.wake:
 		case <-ctx.Done():
 			return p.abandon(t)
 		}
-		p.mu.Lock()
-		n := t.node
-		p.mu.Unlock()
 		if n == nil {
-			return t.err // finished (t.err written before wake)
+			// Finished while waiting for a node (t.err was written before
+			// the send).
+			err := t.err
+			p.putSyncTx(t)
+			return err
 		}
 		err := n.publishSync(ctx, t)
 		if err == ErrStopped {
@@ -490,10 +493,38 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 			out = p.settleLocked(n, t, err)
 		}
 		work := p.dispatchLocked()
+		finished := t.finished
 		p.mu.Unlock()
+		if finished {
+			// Delivered here rather than through t.wake.
+			out = slices.DeleteFunc(out, func(o *poolTx) bool { return o == t })
+			p.limit.release(1, t.size)
+		}
 		p.deliver(out)
 		p.send(work)
+		if finished {
+			err := t.err
+			p.putSyncTx(t)
+			return err
+		}
 	}
+}
+
+// syncTxs recycles the poolTx of sync calls, with their wake channel.
+var syncTxs = sync.Pool{New: func() any { return &poolTx{wake: make(chan *poolNode, 1)} }}
+
+// getPoolSyncTx returns a blank sync poolTx.
+func getPoolSyncTx() *poolTx { return syncTxs.Get().(*poolTx) }
+
+// putSyncTx recycles t once its caller has its result. One abandoned while
+// queued may still be in a queue: it is left to the GC.
+func (p *ProducerPool) putSyncTx(t *poolTx) {
+	if t.abandoned {
+		return
+	}
+	wake := t.wake
+	*t = poolTx{wake: wake}
+	syncTxs.Put(t)
 }
 
 // abandon handles a sync caller whose context ended while its publish
@@ -545,7 +576,7 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 		}
 		bodies = cp
 	}
-	t, err := p.newTx(kind, topic, delay, body, bodies)
+	t, err := p.newTx(&poolTx{}, kind, topic, delay, body, bodies)
 	if err != nil {
 		return err
 	}
@@ -563,7 +594,7 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 // node moves too. Publishes made around such a move may be stored out of
 // order, never twice.
 func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
-	t, err := p.newTx(poolPUB, topic, 0, body, nil)
+	t, err := p.newTx(getPoolSyncTx(), poolPUB, topic, 0, body, nil)
 	if err != nil {
 		return err
 	}
@@ -576,7 +607,7 @@ func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
 // arrive on doneChan in the order published while its node does not
 // change.
 func (p *ProducerPool) PublishAsyncByKey(key, topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	t, err := p.newTx(poolPUB, topic, 0, body, nil)
+	t, err := p.newTx(&poolTx{}, poolPUB, topic, 0, body, nil)
 	if err != nil {
 		return err
 	}
@@ -586,11 +617,14 @@ func (p *ProducerPool) PublishAsyncByKey(key, topic string, body []byte, doneCha
 }
 
 // newTx checks a publish as a Producer would, at the call.
-func (p *ProducerPool) newTx(kind poolKind, topic string, delay time.Duration, body []byte, bodies [][]byte) (*poolTx, error) {
-	t := &poolTx{kind: kind, topic: topic, delay: delay, body: body, bodies: bodies, msgs: 1, size: int64(len(body))}
+func (p *ProducerPool) newTx(t *poolTx, kind poolKind, topic string, delay time.Duration, body []byte, bodies [][]byte) (*poolTx, error) {
+	t.kind, t.topic, t.delay, t.body, t.bodies, t.msgs, t.size = kind, topic, delay, body, bodies, 1, int64(len(body))
 	err := p.check(t)
 	if err != nil {
 		p.stats.refused.Add(1)
+		if t.wake != nil {
+			p.putSyncTx(t)
+		}
 		return nil, err
 	}
 	return t, nil
@@ -750,7 +784,7 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, work []nodeWork) []n
 	t.node = n
 	t.attempts++
 	if t.wake != nil {
-		t.wake <- struct{}{} // the sync caller publishes it
+		t.wake <- n // the sync caller publishes it
 		return work
 	}
 	i := 0
@@ -897,16 +931,20 @@ func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error) []*poolTx
 			n.setStateLocked(p, nodeConnecting)
 		}
 	case movable(err):
-		n.neverSent += uint64(t.msgs)
-		n.lastErr = err
-		if errors.Is(err, ErrNeverSent) && n.state == nodeUp && !p.closing {
-			// Its Producer failed to connect.
+		ctxDone := t.ctx != nil && t.ctx.Err() != nil
+		if !ctxDone {
+			n.neverSent += uint64(t.msgs)
+			n.lastErr = err
+		}
+		if errors.Is(err, ErrNeverSent) && n.state == nodeUp && !p.closing && !ctxDone {
+			// Its Producer failed to connect (a publish whose context
+			// ended is not sent either: that says nothing of the node).
 			p.lastErr = err
 			n.setStateLocked(p, nodeDown)
 			out = append(out, p.failIfHopelessLocked()...)
 		}
 		switch {
-		case t.ctx != nil && t.ctx.Err() != nil:
+		case ctxDone:
 			return append(out, p.finishLocked(t, neverSentCtx(t.ctx))...)
 		case p.closing || p.expired || t.attempts >= p.config.PoolMaxAttempts:
 			return append(out, p.finishLocked(t, err)...)
@@ -1045,7 +1083,7 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 	for _, t := range out {
 		if t.wake != nil {
 			p.limit.release(1, t.size)
-			t.wake <- struct{}{} // capacity 1, one send
+			t.wake <- nil // capacity 1: nothing else is pending on it
 			continue
 		}
 		if t.doneChan == nil {
@@ -1161,7 +1199,7 @@ type poolTx struct {
 	size     int64 // bytes held against the pending limits
 	args     []interface{}
 	doneChan chan *ProducerTransaction // async: the caller's; nil drops the result
-	wake     chan struct{}             // sync: signalled when given a node, and when finished
+	wake     chan *poolNode            // sync: the node it is given, or nil once finished
 	ctx      context.Context           // sync with a context: not handed to a node once done
 	keyed    bool                      // published by key: goes to the key's node
 	keyHash  uint64
