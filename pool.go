@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -483,21 +482,27 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 			// The node was removed after it was given this publish.
 			err = neverSentf(fmt.Errorf("nsq: nsqd %s left the pool", n.addr))
 		}
-		var out []*poolTx
+		var buf [4]*poolTx
+		out := buf[:0]
 		p.mu.Lock()
 		if waited(ctx, err) {
 			// The caller's context ended while the node's Producer had it:
 			// it goes on there without us, and may be stored.
 			out = p.releaseLocked(n, t, err)
 		} else {
-			out = p.settleLocked(n, t, err)
+			out = p.settleLocked(n, t, err, out)
 		}
 		work := p.dispatchLocked()
 		finished := t.finished
 		p.mu.Unlock()
 		if finished {
 			// Delivered here rather than through t.wake.
-			out = slices.DeleteFunc(out, func(o *poolTx) bool { return o == t })
+			for i, o := range out {
+				if o == t {
+					out = append(out[:i], out[i+1:]...)
+					break
+				}
+			}
 			p.limit.release(1, t.size)
 		}
 		p.deliver(out)
@@ -541,7 +546,7 @@ func (p *ProducerPool) abandon(t *poolTx) error {
 	default:
 		// Still queued: dispatch skips it.
 		t.abandoned = true
-		out = p.finishLocked(t, neverSentCtx(t.ctx))
+		out = append(out, p.finishLocked(t, neverSentCtx(t.ctx)))
 	}
 	p.mu.Unlock()
 	p.deliver(out)
@@ -555,7 +560,7 @@ func (p *ProducerPool) releaseLocked(n *poolNode, t *poolTx, err error) []*poolT
 	n.heldSize -= t.size
 	p.held -= t.msgs
 	t.node = nil
-	return p.finishLocked(t, err)
+	return []*poolTx{p.finishLocked(t, err)}
 }
 
 // waited reports whether err is a Producer's context call giving up on
@@ -701,7 +706,7 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	p.open[t.epoch]++
 	var out []*poolTx
 	if len(p.nodes) == 0 && !p.lookupd.firstPending {
-		out = p.finishLocked(t, neverSentf(errNoNodes))
+		out = append(out, p.finishLocked(t, neverSentf(errNoNodes)))
 		p.mu.Unlock()
 		p.deliver(out)
 		return nil
@@ -900,7 +905,7 @@ func (p *ProducerPool) send(work []nodeWork) {
 				// The node was removed while this was dispatched: never sent.
 				r.err = neverSentf(fmt.Errorf("nsq: nsqd %s left the pool", r.n.addr))
 			}
-			out = append(out, p.settleLocked(r.n, r.t, r.err)...)
+			out = p.settleLocked(r.n, r.t, r.err, out)
 		}
 		work = p.dispatchLocked()
 		p.mu.Unlock()
@@ -910,7 +915,7 @@ func (p *ProducerPool) send(work []nodeWork) {
 
 // settleLocked records a node's result for t, and either finishes t (its
 // final result; returned for delivery) or queues it for another node.
-func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error) []*poolTx {
+func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error, out []*poolTx) []*poolTx {
 	n.held -= t.msgs
 	n.heldSize -= t.size
 	p.held -= t.msgs
@@ -918,7 +923,6 @@ func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error) []*poolTx
 		panic(fmt.Sprintf("nsq: pool node %s settles a publish it does not hold (held %d, pool %d, finished %v)", n.addr, n.held, p.held, t.finished))
 	}
 	t.node = nil
-	var out []*poolTx
 	switch {
 	case err == nil:
 		n.published += uint64(t.msgs)
@@ -945,11 +949,11 @@ func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error) []*poolTx
 		}
 		switch {
 		case ctxDone:
-			return append(out, p.finishLocked(t, neverSentCtx(t.ctx))...)
+			return append(out, p.finishLocked(t, neverSentCtx(t.ctx)))
 		case p.closing || p.expired || t.attempts >= p.config.PoolMaxAttempts:
-			return append(out, p.finishLocked(t, err)...)
+			return append(out, p.finishLocked(t, err))
 		case p.hopelessLocked():
-			return append(out, p.finishLocked(t, err)...)
+			return append(out, p.finishLocked(t, err))
 		}
 		n.rerouted += uint64(t.msgs)
 		p.stats.rerouted.Add(uint64(t.msgs))
@@ -958,7 +962,7 @@ func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error) []*poolTx
 		p.checkIdleLocked()
 		return out
 	}
-	return append(out, p.finishLocked(t, err)...)
+	return append(out, p.finishLocked(t, err))
 }
 
 // movable reports whether a node's error means the publish was not stored
@@ -982,7 +986,7 @@ func movable(err error) bool {
 
 // finishLocked records t's final result and returns t for delivery (outside
 // mu, by deliver).
-func (p *ProducerPool) finishLocked(t *poolTx, err error) []*poolTx {
+func (p *ProducerPool) finishLocked(t *poolTx, err error) *poolTx {
 	if poolInvariants && t.finished {
 		panic("nsq: pool publish finished twice")
 	}
@@ -993,7 +997,7 @@ func (p *ProducerPool) finishLocked(t *poolTx, err error) []*poolTx {
 		p.wakeFlushersLocked()
 	}
 	p.checkIdleLocked()
-	return []*poolTx{t}
+	return t
 }
 
 func (p *ProducerPool) wakeFlushersLocked() {
@@ -1068,7 +1072,7 @@ func (p *ProducerPool) failQueueLocked(err error) []*poolTx {
 	for _, q := range []*poolQueue{&p.retryQ, &p.queue} {
 		for q.len() > 0 {
 			if t := q.popFront(); !t.finished {
-				out = append(out, p.finishLocked(t, err)...)
+				out = append(out, p.finishLocked(t, err))
 			}
 		}
 	}

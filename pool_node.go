@@ -244,12 +244,13 @@ func (p *ProducerPool) onResults(n *poolNode, tx *ProducerTransaction) {
 		}
 		break
 	}
-	var out []*poolTx
+	var obuf [64]*poolTx
+	out := obuf[:0]
 	p.mu.Lock()
 	for _, tx := range txs {
 		t := tx.Args[0].(*poolTx)
 		t.result = tx
-		out = append(out, p.settleLocked(n, t, tx.Error)...)
+		out = p.settleLocked(n, t, tx.Error, out)
 	}
 	work := p.dispatchLocked()
 	p.mu.Unlock()
