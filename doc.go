@@ -105,6 +105,9 @@
 //     order the pool accepted them; there is no order across nodes, so
 //     results on one doneChan may arrive out of publishing order, and a
 //     publish moved to another node completes after later ones.
+//     [ProducerPool.PublishByKey] and [ProducerPool.PublishAsyncByKey] send
+//     one key to one node, in order, while the nodes that are up do not
+//     change.
 //   - [ProducerPool.Stop] waits up to Config.StopTimeout for every accepted
 //     publish, then stops the nodes' Producers; no goroutine outlives it.
 //
