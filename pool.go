@@ -85,8 +85,12 @@ var poolCount atomic.Int64
 // across nodes. Publishes handed to one node are sent, and their results
 // delivered, in the order the pool accepted them; publishes that went to
 // different nodes complete in whatever order the nodes answer, and a
-// publish moved after a failure completes after later ones. Use one
-// [Producer] per nsqd where a consumer relies on order.
+// publish moved after a failure completes after later ones. Where order
+// matters per key, [ProducerPool.PublishByKey] sends one key to one node.
+//
+// Sync publishes run on the caller's goroutine through the node's Producer
+// and allocate nothing. Discovery through nsqlookupd:
+// [ProducerPool.ConnectToNSQLookupd].
 type ProducerPool struct {
 	id         int64
 	config     Config // validated copy; every node's Producer gets a copy
