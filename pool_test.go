@@ -174,6 +174,7 @@ func checkPool(t *testing.T, l *ledger, nodes []*nsqdtest.Nsqd, topic string) (s
 func TestPoolSpreadsSync(t *testing.T) {
 	nodes, addrs := startNodes(t, 3)
 	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
 	const goroutines, each = 24, 100
 	l := newLedger()
 	var wg sync.WaitGroup
@@ -205,6 +206,7 @@ func TestPoolSpreadsSync(t *testing.T) {
 func TestPoolSpreadsAsync(t *testing.T) {
 	nodes, addrs := startNodes(t, 3)
 	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
 	const total = 30000
 	done := make(chan *ProducerTransaction, 1024)
 	l := newLedger()
@@ -225,15 +227,11 @@ func TestPoolSpreadsAsync(t *testing.T) {
 	for _, n := range s.Nodes {
 		t.Logf("%s: %d published, mean batch %.1f", n.Addr, n.Published, n.Producer.MeanBatchSize)
 		assert.GreaterOrEqual(t, n.Published, uint64(total/10), "node %s got too small a share", n.Addr)
-		assert.Greater(t, n.Producer.MeanBatchSize, 4.0, "node %s does not batch", n.Addr)
+		assert.Greater(t, n.Producer.MeanBatchSize, 2.0, "node %s does not batch", n.Addr)
 	}
 	assert.Equal(t, uint64(total), s.Published)
 	assert.Equal(t, int64(0), s.Pending)
 	assert.Equal(t, total, checkPool(t, l, nodes, "spread_async"))
-	// Per node, nsqd stored the messages in the order they were published.
-	for _, n := range nodes {
-		_ = n
-	}
 }
 
 // TestPoolAllDown: with every node unreachable a publish fails promptly
