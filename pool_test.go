@@ -261,6 +261,18 @@ func TestPoolAllDown(t *testing.T) {
 		assert.Equal(t, "down", n.State)
 		assert.Error(t, n.LastError)
 	}
+	// Never hammered: a down node is retried with backoff (at the cap of
+	// 200ms, jittered to [100ms, 200ms)): at most 10 attempts a second.
+	before := map[string]uint64{}
+	for _, n := range s.Nodes {
+		before[n.Addr] = n.Producer.ConnectFailures
+	}
+	time.Sleep(time.Second) // the time the attempts are counted over
+	for _, n := range p.Stats().Nodes {
+		tries := n.Producer.ConnectFailures - before[n.Addr]
+		assert.LessOrEqual(t, tries, uint64(11), "%s was tried %d times in a second", n.Addr, tries)
+		assert.GreaterOrEqual(t, tries, uint64(4), "%s was not retried", n.Addr)
+	}
 }
 
 // TestPoolNoNodes: a pool with no node fails at once.
