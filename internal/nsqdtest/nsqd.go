@@ -88,7 +88,9 @@ type process struct {
 //	--tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0
 //	--https-address=127.0.0.1:0 --data-path=<t.TempDir()> --log-level=info
 //
-// followed by args. If args set any of these flags, their values replace the
+// followed by args. Other nsqd flags (--lookupd-tcp-address,
+// --broadcast-address, --mem-queue-size, --sync-every, ...) pass through as
+// given. If args set any of these flags, their values replace the
 // defaults (--log-level must stay info or debug: readiness is detected from
 // info log lines, and the HTTP listener must stay enabled).
 //
