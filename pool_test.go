@@ -125,6 +125,7 @@ func checkPool(t *testing.T, l *ledger, nodes []*nsqdtest.Nsqd, topic string) (s
 	t.Helper()
 	var msgs []nsqdtest.Message
 	for _, n := range nodes {
+		require.NoError(t, n.CreateTopic(topic))
 		for {
 			st, err := n.Stats(topic)
 			require.NoError(t, err)

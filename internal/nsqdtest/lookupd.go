@@ -2,6 +2,10 @@ package nsqdtest
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"testing"
 )
 
@@ -119,3 +123,21 @@ func LaunchLookupd(args ...string) (l *Lookupd, err error) {
 
 // Close stops nsqlookupd (see Nsqd.Close).
 func (l *Lookupd) Close() { l.n.Close() }
+
+// CreateTopic creates topic on nsqd (POST /topic/create), which also loads
+// what its disk queue holds. After a SIGKILL nsqd may restart without a
+// topic it had created moments before (its metadata file was not yet
+// renamed into place), though the topic's messages are on disk: create the
+// topic before asking Stats about it.
+func (n *Nsqd) CreateTopic(topic string) error {
+	resp, err := http.Post("http://"+n.HTTPAddr()+"/topic/create?topic="+url.QueryEscape(topic), "", nil)
+	if err != nil {
+		return fmt.Errorf("nsqdtest: creating topic %s: %w", topic, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("nsqdtest: creating topic %s: %s: %s", topic, resp.Status, body)
+	}
+	return nil
+}
