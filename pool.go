@@ -273,7 +273,7 @@ func (p *ProducerPool) DeferredPublishAsyncContext(ctx context.Context, topic st
 // TryPublishAsync is PublishAsync that never waits for room: see
 // [Producer.TryPublishAsync].
 func (p *ProducerPool) TryPublishAsync(topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	return p.publishAsync(tryContext{context.Background()}, poolPUB, topic, 0, body, nil, doneChan, args)
+	return p.publishAsync(poolTryContext{context.Background()}, poolPUB, topic, 0, body, nil, doneChan, args)
 }
 
 // Flush waits until every publish the pool accepted before it has its final
@@ -684,10 +684,13 @@ func (p *ProducerPool) check(t *poolTx) error {
 	return nil
 }
 
+// poolTryContext marks a call that must not wait for room.
+type poolTryContext struct{ context.Context }
+
 // enqueue takes room under the pending limits, queues t and hands what it
 // can to the nodes.
 func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
-	if _, try := ctx.(tryContext); try {
+	if _, try := ctx.(poolTryContext); try {
 		if !p.limit.tryAcquire(t.size) {
 			p.stats.refused.Add(1)
 			return ErrPendingFull
