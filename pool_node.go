@@ -60,7 +60,12 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 		n.static = n.static || static
 		return n
 	}
-	pr, err := NewProducer(addr, &p.config)
+	// The pool bounds what a node holds (its window); the node's Producer
+	// gets twice that room, so handing it a publish never waits on it.
+	cfg := p.config
+	cfg.MaxPending = 2*p.window + 1
+	cfg.MaxPendingBytes = 2*p.windowSize + 1
+	pr, err := NewProducer(addr, &cfg)
 	if err != nil {
 		// The pool's config was validated: cannot happen.
 		panic("nsq: ProducerPool: " + err.Error())
