@@ -476,7 +476,13 @@ func TestPoolLookupd(t *testing.T) {
 		assert.NotZero(t, n.Published, "node %s took nothing", n.Addr)
 	}
 
+	logs := &testLogger{t: t}
+	lines := logs.watch(1000)
+	p.SetLogger(logs, LogLevelInfo)
 	nodes[0].Kill()
+	// Once its Producer has seen the connection drop (a publish written
+	// before that ends unknown, truthfully), nothing is lost to it.
+	waitLine(t, lines, "("+nodes[0].TCPAddr()+") connection lost", 5*time.Second)
 	start := time.Now()
 	assert.Equal(t, map[string]int{"ok": 300}, publish(300, "c"), "a killed node costs no publish")
 	t.Logf("300 sync publishes after the kill: %s", time.Since(start))
@@ -833,9 +839,15 @@ func TestPoolByKey(t *testing.T) {
 	}
 	assert.Len(t, used, 3, "the keys did not spread over the nodes")
 
-	// Kill the node of key0: its next publishes go elsewhere, all ok.
+	// Kill the node of key0: once its Producer has seen the connection
+	// drop, its next publishes go elsewhere, all ok. (One written before
+	// that would end unknown: nsqd may have read it before dying.)
+	logs := &testLogger{t: t}
+	lines := logs.watch(1000)
+	p.SetLogger(logs, LogLevelInfo)
 	victim := nodeOf["key0"]
 	nodes[victim].Kill()
+	waitLine(t, lines, "("+addrs[victim]+") connection lost", 5*time.Second)
 	for i := range 20 {
 		require.NoError(t, p.PublishByKey("key0", "bykey", []byte(fmt.Sprint(i))))
 	}
