@@ -860,3 +860,62 @@ func TestPoolByKey(t *testing.T) {
 	}
 	assert.True(t, moved, "key0's publishes after the kill are not all on one other node")
 }
+
+// TestPoolAsyncKinds: MultiPublishAsync (bodies copied at the call),
+// DeferredPublishAsync and the *AsyncContext variants through a pool.
+func TestPoolAsyncKinds(t *testing.T) {
+	nodes, addrs := startNodes(t, 2)
+	p := newTestPool(t, addrs, poolConfig(t))
+	done := make(chan *ProducerTransaction, 16)
+	bodies := [][]byte{[]byte("m1"), []byte("m2"), []byte("m3")}
+	require.NoError(t, p.MultiPublishAsync("kinds", bodies, done, "mpub"))
+	bodies[0][0] = 'X' // copied at the call: does not change what is published
+	ctx := context.Background()
+	require.NoError(t, p.DeferredPublishAsync("kinds", 0, []byte("d1"), done, "dpub"))
+	require.NoError(t, p.PublishAsyncContext(ctx, "kinds", []byte("p1"), done, "pubctx"))
+	require.NoError(t, p.MultiPublishAsyncContext(ctx, "kinds", [][]byte{[]byte("m4")}, done, "mpubctx"))
+	require.NoError(t, p.DeferredPublishAsyncContext(ctx, "kinds", 0, []byte("d2"), done, "dpubctx"))
+	got := map[string]bool{}
+	for range 5 {
+		tx := <-done
+		require.NoError(t, tx.Error)
+		got[tx.Args[0].(string)] = true
+	}
+	assert.Len(t, got, 5)
+	require.NoError(t, p.Flush(ctx))
+	var stored []string
+	for _, n := range nodes {
+		require.NoError(t, n.CreateTopic("kinds"))
+		st, err := n.Stats("kinds")
+		require.NoError(t, err)
+		if left := st.Depth + st.ChannelDepth; left > 0 {
+			stored = append(stored, bodyStrings(n.Consume(t, "kinds", int(left), consumeTimeout))...)
+		}
+	}
+	assert.ElementsMatch(t, []string{"m1", "m2", "m3", "d1", "p1", "m4", "d2"}, stored)
+	assert.Equal(t, uint64(7), p.Stats().Published)
+}
+
+// TestPoolContextInFlight: a sync publish whose context ends while a node
+// holds it returns at once with the context's error (it may still be
+// stored: not ErrNeverSent), and says nothing against the node.
+func TestPoolContextInFlight(t *testing.T) {
+	held := make(chan struct{})
+	fake := fakeNode(t, func(c *fakensqd.Conn) {
+		c.ExpectPublish() // never answered
+		<-held
+	})
+	p := newTestPool(t, []string{fake.Addr()}, poolConfig(t, "stop_timeout", 200*time.Millisecond))
+	waitPool(t, p, 5*time.Second, "the node up", func(s ProducerPoolStats) bool { return upNodes(s) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := p.PublishContext(ctx, "inflight", []byte("x"))
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, ErrNeverSent)
+	assert.NotErrorIs(t, err, ErrUnknownOutcome)
+	s := p.Stats()
+	assert.Equal(t, "up", s.Nodes[0].State)
+	assert.Zero(t, s.NeverSent)
+	within(t, 3*time.Second, "Stop", p.Stop)
+	close(held)
+}
