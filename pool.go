@@ -383,54 +383,59 @@ func (p *ProducerPool) Stop() {
 }
 
 // SetLogger sets the logger for every level, and the lowest level logged,
-// of the pool and of every node's Producer. A nil logger silences them.
+// of the pool and of every node's Producer (theirs go through the pool's). A
+// nil logger silences them.
 func (p *ProducerPool) SetLogger(l logger, lvl LogLevel) {
 	p.logMu.Lock()
+	defer p.logMu.Unlock()
 	for i := range p.logger {
 		p.logger[i] = l
 	}
 	p.logLvl = lvl
-	p.logMu.Unlock()
-	p.eachNode(func(n *poolNode) { n.producer.SetLogger(l, lvl) })
 }
 
 // SetLoggerForLevel sets the logger for one level, of the pool and of every
 // node's Producer.
 func (p *ProducerPool) SetLoggerForLevel(l logger, lvl LogLevel) {
 	p.logMu.Lock()
+	defer p.logMu.Unlock()
 	if lvl >= 0 && lvl <= LogLevelMax {
 		p.logger[lvl] = l
 	}
-	p.logMu.Unlock()
-	p.eachNode(func(n *poolNode) { n.producer.SetLoggerForLevel(l, lvl) })
 }
 
 // SetLoggerLevel sets the lowest level logged, by the pool and by every
 // node's Producer.
 func (p *ProducerPool) SetLoggerLevel(lvl LogLevel) {
 	p.logMu.Lock()
+	defer p.logMu.Unlock()
 	p.logLvl = lvl
-	p.logMu.Unlock()
-	p.eachNode(func(n *poolNode) { n.producer.SetLoggerLevel(lvl) })
 }
 
-// applyLogger gives a new node's Producer the pool's loggers.
-func (p *ProducerPool) applyLogger(pr *Producer) {
-	p.logMu.RLock()
-	defer p.logMu.RUnlock()
-	for i, l := range p.logger {
-		pr.SetLoggerForLevel(l, LogLevel(i))
-	}
-	pr.SetLoggerLevel(p.logLvl)
+// poolLogForward is a node Producer's logger for one level: it writes
+// through the pool's logger for that level, as the pool's settings are
+// when the line is logged.
+type poolLogForward struct {
+	p   *ProducerPool
+	lvl LogLevel
 }
 
-func (p *ProducerPool) eachNode(f func(n *poolNode)) {
-	p.mu.Lock()
-	nodes := append([]*poolNode(nil), p.nodes...)
-	p.mu.Unlock()
-	for _, n := range nodes {
-		f(n)
+func (f poolLogForward) Output(calldepth int, s string) error {
+	f.p.logMu.RLock()
+	l, min := f.p.logger[f.lvl], f.p.logLvl
+	f.p.logMu.RUnlock()
+	if l == nil || f.lvl < min {
+		return nil
 	}
+	return l.Output(calldepth+1, s)
+}
+
+// forwardLogs makes a node's Producer log through the pool's loggers.
+func (p *ProducerPool) forwardLogs(pr *Producer) {
+	for lvl := LogLevelDebug; lvl <= LogLevelMax; lvl++ {
+		pr.SetLoggerForLevel(poolLogForward{p, lvl}, lvl)
+	}
+	pr.SetLoggerLevel(LogLevelDebug) // the pool's level filters
 }
 
 func (p *ProducerPool) log(lvl LogLevel, format string, args ...any) {

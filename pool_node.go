@@ -70,7 +70,7 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 		// The pool's config was validated: cannot happen.
 		panic("nsq: ProducerPool: " + err.Error())
 	}
-	p.applyLogger(pr)
+	p.forwardLogs(pr)
 	n := &poolNode{
 		addr:     addr,
 		producer: pr,
@@ -81,7 +81,11 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 	}
 	p.nodes = append(p.nodes, n)
 	p.byAddr[addr] = n
-	p.log(LogLevelInfo, "nsqd %s joins the pool", addr)
+	if static {
+		p.log(LogLevelDebug, "nsqd %s joins the pool", addr)
+	} else {
+		p.log(LogLevelInfo, "nsqd %s joins the pool (from nsqlookupd)", addr)
+	}
 	p.wg.Add(1)
 	go p.runNode(n)
 	return n
