@@ -156,6 +156,14 @@ func TestPoolCompare(t *testing.T) {
 			p.SetLogger(nil, nsq.LogLevelError)
 			return pcNsqkit{p}, nil
 		}},
+		{"pool of 1", ds[:1], func() (pcPublisher, error) {
+			p, err := nsq.NewProducerPool(addrs[:1], nsq.NewConfig())
+			if err != nil {
+				return nil, err
+			}
+			p.SetLogger(nil, nsq.LogLevelError)
+			return pcNsqkit{p}, nil
+		}},
 		{"nsqkit Producer", ds[:1], func() (pcPublisher, error) {
 			p, err := nsq.NewProducer(addrs[0], nsq.NewConfig())
 			if err != nil {
@@ -195,7 +203,7 @@ func TestPoolCompare(t *testing.T) {
 				}
 				if pk, ok := p.(pcNsqkit); ok {
 					if pool, ok := pk.Publisher.(*nsq.ProducerPool); ok {
-						pcWaitUp(t, pool, 3)
+						pcWaitUp(t, pool, len(c.nodes))
 					}
 				}
 				before := pcCount(t, c.nodes)
@@ -221,10 +229,11 @@ func TestPoolCompare(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "median of %d rounds, 100-byte bodies, three nsqd on this machine's cores\n\n", rounds)
-	fmt.Fprintf(&b, "| scenario | pool of 3 msgs/s | nsqkit Producer msgs/s | go-nsq Producer msgs/s | pool / nsqkit | pool / go-nsq |\n|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| scenario | pool of 3 msgs/s | pool of 1 msgs/s | nsqkit Producer msgs/s | go-nsq Producer msgs/s | pool of 3 / nsqkit | pool of 1 / nsqkit | pool of 3 / go-nsq |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, sc := range scenarios {
-		pool, one, gn := median(rates[sc.name+"/pool of 3"]), median(rates[sc.name+"/nsqkit Producer"]), median(rates[sc.name+"/go-nsq Producer"])
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.2fx | %.2fx |\n", sc.name, pool, one, gn, pool/one, pool/gn)
+		pool, pool1 := median(rates[sc.name+"/pool of 3"]), median(rates[sc.name+"/pool of 1"])
+		one, gn := median(rates[sc.name+"/nsqkit Producer"]), median(rates[sc.name+"/go-nsq Producer"])
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.0f | %.2fx | %.2fx | %.2fx |\n", sc.name, pool, pool1, one, gn, pool/one, pool1/one, pool/gn)
 	}
 	t.Log("\n" + b.String())
 }
