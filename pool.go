@@ -115,7 +115,7 @@ type ProducerPool struct {
 	lastErr  error                // guarded by mu: why a node last went down
 	rr       int                  // guarded by mu: where the next node search starts
 	epoch    uint64               // guarded by mu: publishes accepted since the last Flush belong to it
-	open     map[uint64]int       // guarded by mu: unfinished publishes by epoch
+	open     []epochCount         // guarded by mu: unfinished publishes by epoch, oldest first
 	flushers []poolFlusher        // guarded by mu
 	idle     chan struct{}        // guarded by mu: closed once stopping with nothing queued or held
 
@@ -160,7 +160,6 @@ func NewProducerPool(addrs []string, config *Config) (*ProducerPool, error) {
 		id:          poolCount.Add(1),
 		config:      *config,
 		byAddr:      map[string]*poolNode{},
-		open:        map[uint64]int{},
 		stopChan:    make(chan struct{}),
 		abandonChan: make(chan struct{}),
 		doneChan:    make(chan struct{}),
@@ -305,12 +304,41 @@ func (p *ProducerPool) Flush(ctx context.Context) error {
 
 // flushedLocked reports whether every publish of epochs up to e is finished.
 func (p *ProducerPool) flushedLocked(e uint64) bool {
-	for epoch := range p.open {
-		if epoch <= e {
+	return len(p.open) == 0 || p.open[0].epoch > e
+}
+
+// epochCount is how many publishes of one epoch are unfinished.
+type epochCount struct {
+	epoch uint64
+	n     int
+}
+
+// openLocked counts a publish accepted in the current epoch.
+func (p *ProducerPool) openLocked() {
+	if k := len(p.open); k > 0 && p.open[k-1].epoch == p.epoch {
+		p.open[k-1].n++
+		return
+	}
+	p.open = append(p.open, epochCount{p.epoch, 1})
+}
+
+// closeLocked counts a publish of epoch e finished, and reports whether
+// that was the epoch's last.
+func (p *ProducerPool) closeLocked(e uint64) bool {
+	for i := range p.open {
+		if p.open[i].epoch != e {
+			continue
+		}
+		if p.open[i].n--; p.open[i].n > 0 {
 			return false
 		}
+		p.open = append(p.open[:i], p.open[i+1:]...)
+		return true
 	}
-	return true
+	if poolInvariants {
+		panic("nsq: a pool publish finished in an epoch with none open")
+	}
+	return false
 }
 
 // Stop stops the pool, permanently. Publishes made after Stop begins return
@@ -715,7 +743,7 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 		return ErrStopped
 	}
 	t.epoch = p.epoch
-	p.open[t.epoch]++
+	p.openLocked()
 	var out []*poolTx
 	if len(p.nodes) == 0 && !p.lookupd.firstPending {
 		out = append(out, p.finishLocked(t, neverSentf(errNoNodes)))
@@ -1004,8 +1032,7 @@ func (p *ProducerPool) finishLocked(t *poolTx, err error) *poolTx {
 	}
 	t.finished, t.err = true, err
 	p.stats.count(t, err)
-	if p.open[t.epoch]--; p.open[t.epoch] == 0 {
-		delete(p.open, t.epoch)
+	if p.closeLocked(t.epoch) && len(p.flushers) > 0 {
 		p.wakeFlushersLocked()
 	}
 	p.checkIdleLocked()
@@ -1096,6 +1123,8 @@ func (p *ProducerPool) failQueueLocked(err error) []*poolTx {
 // else through that channel's courier, which keeps results in order
 // without blocking the pool.
 func (p *ProducerPool) deliver(out []*poolTx) {
+	var relCount, relBytes int64 // room freed, released at once
+	locked := false
 	for _, t := range out {
 		if t.wake != nil {
 			p.limit.release(1, t.size)
@@ -1103,7 +1132,7 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 			continue
 		}
 		if t.doneChan == nil {
-			p.limit.release(1, t.size)
+			relCount, relBytes = relCount+1, relBytes+t.size
 			continue
 		}
 		tx := t.result
@@ -1111,16 +1140,17 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 			tx = &ProducerTransaction{}
 		}
 		tx.Error, tx.Args = t.err, t.args
-		p.cmu.Lock()
+		if !locked {
+			p.cmu.Lock()
+			locked = true
+		}
 		if c := p.couriers[t.doneChan]; c != nil {
 			c.q = append(c.q, courierItem{tx, t.size})
-			p.cmu.Unlock()
 			continue
 		}
 		select {
 		case t.doneChan <- tx:
-			p.cmu.Unlock()
-			p.limit.release(1, t.size)
+			relCount, relBytes = relCount+1, relBytes+t.size
 			continue
 		default:
 		}
@@ -1129,8 +1159,13 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 		}
 		c := &poolCourier{ch: t.doneChan, q: []courierItem{{tx, t.size}}, exited: make(chan struct{})}
 		p.couriers[t.doneChan] = c
-		p.cmu.Unlock()
 		go p.carry(c)
+	}
+	if locked {
+		p.cmu.Unlock()
+	}
+	if relCount > 0 {
+		p.limit.release(relCount, relBytes)
 	}
 }
 
@@ -1229,7 +1264,8 @@ type poolTx struct {
 	abandoned bool  // the sync caller stopped waiting
 	err       error // the final result, once finished
 
-	result *ProducerTransaction // the node's last result, reused for delivery; set by the node loop
+	result   *ProducerTransaction // the node's last result, reused for delivery; set by the node loop
+	nodeArgs [1]interface{}       // the args it is published with on a node: itself
 }
 
 // poolQueue is a FIFO of pool publishes.

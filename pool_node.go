@@ -100,13 +100,15 @@ func (n *poolNode) hasRoom(p *ProducerPool, t *poolTx) bool {
 // publish hands t to the node's Producer; the result arrives on n.results.
 // sendMu is held.
 func (n *poolNode) publish(t *poolTx) error {
+	t.nodeArgs[0] = t
+	args := t.nodeArgs[:] // no allocation per call
 	switch t.kind {
 	case poolMPUB:
-		return n.producer.MultiPublishAsync(t.topic, t.bodies, n.results, t)
+		return n.producer.MultiPublishAsync(t.topic, t.bodies, n.results, args...)
 	case poolDPUB:
-		return n.producer.DeferredPublishAsync(t.topic, t.delay, t.body, n.results, t)
+		return n.producer.DeferredPublishAsync(t.topic, t.delay, t.body, n.results, args...)
 	}
-	return n.producer.PublishAsync(t.topic, t.body, n.results, t)
+	return n.producer.PublishAsync(t.topic, t.body, n.results, args...)
 }
 
 // publishSync publishes t on the node's Producer and waits for its answer.
