@@ -618,12 +618,33 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 		}
 		bodies = cp
 	}
-	t, err := p.newTx(&poolTx{}, kind, topic, delay, body, bodies)
+	t, err := p.newTx(getAsyncTx(), kind, topic, delay, body, bodies)
 	if err != nil {
 		return err
 	}
 	t.doneChan, t.args = doneChan, args
-	return p.enqueue(ctx, t)
+	return p.enqueueAsync(ctx, t)
+}
+
+// enqueueAsync is enqueue for an async publish, whose poolTx is recycled
+// when it is not accepted.
+func (p *ProducerPool) enqueueAsync(ctx context.Context, t *poolTx) error {
+	if err := p.enqueue(ctx, t); err != nil {
+		putAsyncTx(t)
+		return err
+	}
+	return nil
+}
+
+// asyncTxs recycles the poolTx of async publishes: once its result is
+// handed on, nothing refers to it.
+var asyncTxs = sync.Pool{New: func() any { return new(poolTx) }}
+
+func getAsyncTx() *poolTx { return asyncTxs.Get().(*poolTx) }
+
+func putAsyncTx(t *poolTx) {
+	*t = poolTx{}
+	asyncTxs.Put(t)
 }
 
 // PublishByKey is Publish to the node chosen for key: of the nodes that are
@@ -649,13 +670,13 @@ func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
 // arrive on doneChan in the order published while its node does not
 // change.
 func (p *ProducerPool) PublishAsyncByKey(key, topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	t, err := p.newTx(&poolTx{}, poolPUB, topic, 0, body, nil)
+	t, err := p.newTx(getAsyncTx(), poolPUB, topic, 0, body, nil)
 	if err != nil {
 		return err
 	}
 	t.keyed, t.keyHash = true, hashKey(key)
 	t.doneChan, t.args = doneChan, args
-	return p.enqueue(context.Background(), t)
+	return p.enqueueAsync(context.Background(), t)
 }
 
 // newTx checks a publish as a Producer would, at the call.
@@ -1133,6 +1154,7 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 		}
 		if t.doneChan == nil {
 			relCount, relBytes = relCount+1, relBytes+t.size
+			putAsyncTx(t)
 			continue
 		}
 		tx := t.result
@@ -1140,25 +1162,27 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 			tx = &ProducerTransaction{}
 		}
 		tx.Error, tx.Args = t.err, t.args
+		ch, size := t.doneChan, t.size
+		putAsyncTx(t) // tx carries the result from here
 		if !locked {
 			p.cmu.Lock()
 			locked = true
 		}
-		if c := p.couriers[t.doneChan]; c != nil {
-			c.q = append(c.q, courierItem{tx, t.size})
+		if c := p.couriers[ch]; c != nil {
+			c.q = append(c.q, courierItem{tx, size})
 			continue
 		}
 		select {
-		case t.doneChan <- tx:
-			relCount, relBytes = relCount+1, relBytes+t.size
+		case ch <- tx:
+			relCount, relBytes = relCount+1, relBytes+size
 			continue
 		default:
 		}
 		if p.couriers == nil {
 			p.couriers = map[chan *ProducerTransaction]*poolCourier{}
 		}
-		c := &poolCourier{ch: t.doneChan, q: []courierItem{{tx, t.size}}, exited: make(chan struct{})}
-		p.couriers[t.doneChan] = c
+		c := &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{})}
+		p.couriers[ch] = c
 		go p.carry(c)
 	}
 	if locked {
