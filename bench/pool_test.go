@@ -13,6 +13,7 @@ package bench
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -20,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +31,9 @@ import (
 )
 
 const pcTopic = "poolbench"
+
+// pcRounds overrides the number of rounds (go test -run TestPoolCompare -args -pc.rounds=9).
+var pcRounds = flag.Int("pc.rounds", 0, "TestPoolCompare: rounds to run (0: 5)")
 
 var pcBody = bytes.Repeat([]byte("0123456789"), 10)
 
@@ -133,6 +138,9 @@ func pcEmpty(t testing.TB, ds []*nsqdtest.Nsqd) {
 
 func TestPoolCompare(t *testing.T) {
 	rounds, asyncMsgs, syncMsgs := 5, 300_000, 150_000
+	if *pcRounds > 0 {
+		rounds = *pcRounds
+	}
 	if testing.Short() {
 		rounds, asyncMsgs, syncMsgs = 1, 300, 300
 	}
@@ -190,6 +198,7 @@ func TestPoolCompare(t *testing.T) {
 		{"Publish, 64 goroutines", syncMsgs, pcSync64},
 	}
 	rates := map[string][]float64{} // scenario/contender -> msgs/s per round
+	cpus := map[string][]float64{}  // scenario/contender -> client CPU ns per message, per round
 	for round := range rounds {
 		for _, sc := range scenarios {
 			for i := range contenders {
@@ -207,11 +216,13 @@ func TestPoolCompare(t *testing.T) {
 					}
 				}
 				before := pcCount(t, c.nodes)
+				cpu0 := pcCPU()
 				start := time.Now()
 				if err := sc.run(p, sc.msgs); err != nil {
 					t.Fatalf("%s, %s: %v", c.name, sc.name, err)
 				}
 				elapsed := time.Since(start)
+				cpu := pcCPU() - cpu0
 				p.Stop()
 				if got := pcCount(t, c.nodes) - before; got != int64(sc.msgs) {
 					t.Fatalf("%s, %s: nsqd counted %d messages, want %d", c.name, sc.name, got, sc.msgs)
@@ -219,6 +230,7 @@ func TestPoolCompare(t *testing.T) {
 				pcEmpty(t, c.nodes)
 				key := sc.name + "/" + c.name
 				rates[key] = append(rates[key], float64(sc.msgs)/elapsed.Seconds())
+				cpus[key] = append(cpus[key], float64(cpu.Nanoseconds())/float64(sc.msgs))
 			}
 		}
 	}
@@ -235,7 +247,44 @@ func TestPoolCompare(t *testing.T) {
 		one, gn := median(rates[sc.name+"/nsqkit Producer"]), median(rates[sc.name+"/go-nsq Producer"])
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.0f | %.2fx | %.2fx | %.2fx |\n", sc.name, pool, pool1, one, gn, pool/one, pool1/one, pool/gn)
 	}
+	// Paired ratios: each round's contenders ran back to back, so a
+	// round's ratio is less exposed to the machine's load than a ratio of
+	// medians.
+	fmt.Fprintf(&b, "\npaired ratios, per round (min–max, median):\n\n| scenario | pool of 3 / nsqkit | pool of 1 / nsqkit |\n|---|---|---|\n")
+	for _, sc := range scenarios {
+		one := rates[sc.name+"/nsqkit Producer"]
+		var r3, r1 []float64
+		for i := range one {
+			r3 = append(r3, rates[sc.name+"/pool of 3"][i]/one[i])
+			r1 = append(r1, rates[sc.name+"/pool of 1"][i]/one[i])
+		}
+		span := func(v []float64) string {
+			return fmt.Sprintf("%.2f–%.2fx (%.2fx)", slices.Min(v), slices.Max(v), median(v))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", sc.name, span(r3), span(r1))
+	}
+	// The client's own CPU per message (this process, user + system; the
+	// nsqd are other processes): what the pool adds over a Producer, far
+	// less exposed to the machine's load than throughput.
+	fmt.Fprintf(&b, "\nclient CPU per message (this process only; median, min–max):\n\n| scenario | pool of 3 | pool of 1 | nsqkit Producer | go-nsq Producer |\n|---|---:|---:|---:|---:|\n")
+	for _, sc := range scenarios {
+		fmt.Fprintf(&b, "| %s |", sc.name)
+		for _, c := range contenders {
+			v := cpus[sc.name+"/"+c.name]
+			fmt.Fprintf(&b, " %.2f µs (%.2f–%.2f) |", median(v)/1e3, slices.Min(v)/1e3, slices.Max(v)/1e3)
+		}
+		b.WriteString("\n")
+	}
 	t.Log("\n" + b.String())
+}
+
+// pcCPU returns the CPU time this process has used, user and system.
+func pcCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // pcWaitUp waits until the pool's n nodes are up, so the clock starts with
