@@ -219,6 +219,11 @@ func (c *Conn) closeErr() error {
 	return c.err
 }
 
+// testHookDialAddr, set only by the package's tests, maps the address a
+// Conn dials to the one it really connects to: the examples publish to
+// nsqd's default address, which their test points at an nsqd of its own.
+var testHookDialAddr func(addr string) string
+
 // connect dials and performs the handshake, honouring ctx.
 func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 	if !c.state.CompareAndSwap(stateInit, stateConnecting) {
@@ -243,8 +248,12 @@ func (c *Conn) connect(ctx context.Context) (*IdentifyResponse, error) {
 }
 
 func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
+	addr := c.addr
+	if testHookDialAddr != nil {
+		addr = testHookDialAddr(addr)
+	}
 	dialer := net.Dialer{Timeout: c.config.DialTimeout, LocalAddr: c.config.LocalAddr}
-	conn, err := dialer.DialContext(ctx, "tcp", c.addr)
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
