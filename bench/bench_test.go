@@ -279,7 +279,7 @@ func (sc scenario) goroutines() int { return max(sc.publishers, 1) }
 
 var (
 	scPublish1 = scenario{name: "Publish, 1 goroutine", sync: true, run: publish1,
-		raw: []rawClient{rawSyncPUB, rawSyncPUBRW}}
+		raw: []rawClient{rawSyncPUB, rawSyncPUBReader, rawSyncPUBRW}}
 	scPublish64 = scenario{name: "Publish, 64 goroutines", sync: true, publishers: goroutines, run: publish64}
 	// scPublishAsync's raw client is set by TestCompare to nsqkit's mean
 	// batch size.

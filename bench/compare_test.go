@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ var (
 	flagRunTime = flag.Duration("runtime", time.Second, "TestCompare: how long each run publishes")
 	flagBatch   = flag.Int("rawbatch", 0, "TestCompare: messages per MPUB of the raw client beside PublishAsync (0: nsqkit's mean batch size in a calibration run)")
 	flagOut     = flag.String("out", "", "TestCompare: also write the report as Markdown to this `file`")
+	flagOnly    = flag.String("scenario", "", "TestCompare: run only the scenarios whose name matches this `regexp`")
 	flagReadme  = flag.String("readme", "", "TestCompare: replace the report between the bench markers of this `file` (../README.md)")
 )
 
@@ -160,6 +162,10 @@ func TestCompare(t *testing.T) {
 	if testing.Short() {
 		rounds, runTime = 1, shortRunTime
 	}
+	only, err := regexp.Compile(*flagOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := startNsqd(t)
 	cmp := &comparison{t: t, d: d, proc: findNsqd(), runTime: runTime}
 	load0, gc0 := loadAvg(), nsqdMem(t, d)
@@ -168,12 +174,12 @@ func TestCompare(t *testing.T) {
 	// The raw client beside PublishAsync sends MPUBs of nsqkit's mean
 	// automatic batch size, learnt from a calibration run not reported.
 	batch := *flagBatch
-	if batch <= 0 {
+	if batch <= 0 && only.MatchString(scPublishAsync.name) {
 		s, _ := cmp.run(scPublishAsync, contender{name: nsqkit.name, lib: &nsqkit})
 		batch = max(1, int(math.Round(s.batch)))
 		t.Logf("calibration: nsqkit's PublishAsync batches hold %.1f messages on average", s.batch)
 	}
-	scs := slices.Clone(scenarios)
+	scs := slices.DeleteFunc(slices.Clone(scenarios), func(sc scenario) bool { return !only.MatchString(sc.name) })
 	for i := range scs {
 		if scs[i].name == scPublishAsync.name {
 			scs[i].raw = append(slices.Clone(scs[i].raw), rawPipelinedMPUBOf(batch))

@@ -47,7 +47,7 @@ var (
 	rawSyncPUBRW = rawClient{name: "raw PUB, write and read goroutines", sync: true,
 		run: func(c *rawConn, b budget, h *hist) (int, error) { return c.syncGoroutines(b, 1, true, h) }}
 	// rawSyncPUBReader: the caller writes each PUB itself and waits for a
-	// read goroutine to hand back the answer (BenchmarkRaw only).
+	// read goroutine to hand back the answer: one handoff per PUB.
 	rawSyncPUBReader = rawClient{name: "raw PUB, read goroutine", sync: true,
 		run: func(c *rawConn, b budget, h *hist) (int, error) { return c.syncGoroutines(b, 1, false, h) }}
 	rawSyncMPUB = rawClient{name: "raw MPUB 100, write then read", sync: true,

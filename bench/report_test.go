@@ -150,8 +150,13 @@ func (r *results) format(env environment, scs []scenario) string {
 			batches = append(batches, fmt.Sprintf("%s %s (%s–%s)", sc.name, num(m.med, 1), num(m.lo, 1), num(m.hi, 1)))
 		}
 	}
-	fmt.Fprintf(&b, "- nsqkit's automatic MPUB batches, Stats().MeanBatchSize (median, range): %s. The raw client beside PublishAsync sends MPUBs of %d.\n",
-		strings.Join(batches, "; "), env.batch)
+	if len(batches) > 0 {
+		fmt.Fprintf(&b, "- nsqkit's automatic MPUB batches, Stats().MeanBatchSize (median, range): %s.", strings.Join(batches, "; "))
+		if env.batch > 0 {
+			fmt.Fprintf(&b, " The raw client beside PublishAsync sends MPUBs of %d.", env.batch)
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "- nsqd ran %d garbage collections during the whole comparison (p99 pause %d µs; %.0f MB heap in use at the end): its GC is in nsqd CPU µs/msg.\n",
 		env.gc[1].GCTotalRuns-env.gc[0].GCTotalRuns, env.gc[1].GCPauseUsec99, float64(env.gc[1].HeapInUseBytes)/(1<<20))
 	return b.String()
