@@ -25,8 +25,11 @@ package bench
 import (
 	"bytes"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"log"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,8 +164,22 @@ var (
 // nsqkitProducer adapts *nsq.Producer (github.com/nsqkit/go-nsq).
 type nsqkitProducer struct{ *nsq.Producer }
 
+// nsqkitOptions are Config options for nsqkit's producers, as
+// "option=value" pairs separated by commas (-nsqkit flag; empty: defaults).
+var nsqkitOptions = flag.String("nsqkit", "", "`options` for nsqkit's Config, as option=value pairs separated by commas, e.g. max_pending_bytes=4194304")
+
 func newNsqkit(addr string) (producer, error) {
-	p, err := nsq.NewProducer(addr, nsq.NewConfig())
+	cfg := nsq.NewConfig()
+	for _, kv := range strings.Split(*nsqkitOptions, ",") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if err := cfg.Set(k, v); err != nil {
+			return nil, fmt.Errorf("-nsqkit %s: %w", kv, err)
+		}
+	}
+	p, err := nsq.NewProducer(addr, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -90,6 +90,9 @@ func (r *results) format(env environment, scs []scenario) string {
 		env.when.UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH,
 		runtime.NumCPU(), cpu, runtime.GOMAXPROCS(0), runtime.Version(), env.nsqd, bodySize,
 		env.rounds, env.runTime, env.load[0], env.load[1])
+	if *nsqkitOptions != "" {
+		fmt.Fprintf(&b, "nsqkit's Config is not the default: %s\n\n", *nsqkitOptions)
+	}
 
 	b.WriteString("Median over rounds, with the lowest and highest round. CPU is per message: the client's (this process) and nsqd's (another process). Latency is of one sync call.\n\n")
 	rows := [][]string{{"scenario", "client", "msgs/s", "msgs/s min–max",
