@@ -524,7 +524,7 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 		p.mu.Lock()
 		if waited(ctx, err) {
 			// The caller's context ended while the node's Producer had it:
-			// it goes on there without us, and may be stored.
+			// the error says whether it may be stored.
 			out = p.releaseLocked(n, t, err)
 		} else {
 			out = p.settleLocked(n, t, err, out)
@@ -600,11 +600,12 @@ func (p *ProducerPool) releaseLocked(n *poolNode, t *poolTx, err error) []*poolT
 	return []*poolTx{p.finishLocked(t, err)}
 }
 
-// waited reports whether err is a Producer's context call giving up on
-// nsqd's answer because ctx ended (the publish goes on).
+// waited reports whether err is a Producer's context call giving up because
+// ctx ended: withdrawn before it was written (ErrNeverSent) or written and
+// not answered (ErrUnknownOutcome), its outcome final either way. The
+// caller's context says nothing of the node.
 func waited(ctx context.Context, err error) bool {
-	return err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) &&
-		!errors.Is(err, ErrNeverSent) && !errors.Is(err, ErrUnknownOutcome)
+	return err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err())
 }
 
 // publishAsync validates a publish and queues it.

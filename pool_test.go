@@ -897,8 +897,9 @@ func TestPoolAsyncKinds(t *testing.T) {
 }
 
 // TestPoolContextInFlight: a sync publish whose context ends while a node
-// holds it returns at once with the context's error (it may still be
-// stored: not ErrNeverSent), and says nothing against the node.
+// holds it, written and unanswered, returns with the context's error and
+// ErrUnknownOutcome (it may be stored: not ErrNeverSent), and says nothing
+// against the node.
 func TestPoolContextInFlight(t *testing.T) {
 	held := make(chan struct{})
 	fake := fakeNode(t, func(c *fakensqd.Conn) {
@@ -912,7 +913,7 @@ func TestPoolContextInFlight(t *testing.T) {
 	err := p.PublishContext(ctx, "inflight", []byte("x"))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.NotErrorIs(t, err, ErrNeverSent)
-	assert.NotErrorIs(t, err, ErrUnknownOutcome)
+	assert.ErrorIs(t, err, ErrUnknownOutcome)
 	s := p.Stats()
 	assert.Equal(t, "up", s.Nodes[0].State)
 	assert.Zero(t, s.NeverSent)
