@@ -581,12 +581,14 @@ func (p *ProducerPool) abandon(t *poolTx) error {
 		<-t.wake
 		out = p.releaseLocked(t.node, t, neverSentCtx(t.ctx))
 	default:
-		// Still queued: dispatch skips it.
+		// Still queued: dispatch skips it (and may now pass it).
 		t.abandoned = true
 		out = append(out, p.finishLocked(t, neverSentCtx(t.ctx)))
 	}
+	work := p.dispatchLocked()
 	p.mu.Unlock()
 	p.deliver(out)
+	p.send(work)
 	return t.err
 }
 
@@ -773,8 +775,16 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 		p.deliver(out)
 		return nil
 	}
+	// Whatever changes under mu that can let a waiting publish go (room
+	// freed, a node up, a publish finished while queued) dispatches before
+	// mu is released: so when publishes already wait, none of the nodes
+	// can take the first of them, and t, behind it, need not be tried.
+	var work []nodeWork
+	waiting := p.queue.len()+p.retryQ.len() > 0
 	p.queue.pushBack(t)
-	work := p.dispatchLocked()
+	if !waiting {
+		work = p.dispatchLocked()
+	}
 	p.mu.Unlock()
 	p.send(work)
 	return nil
@@ -914,9 +924,15 @@ func hashKey(key string) uint64 {
 // up node holding the fewest messages, preferring one that has not
 // tombstoned t's topic and that t has not just failed on.
 func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
+	k := len(p.nodes)
+	if k == 1 {
+		if n := p.nodes[0]; n.state == nodeUp && n.hasRoom(p, t) {
+			return n
+		}
+		return nil
+	}
 	var best *poolNode
 	bestScore := 0
-	k := len(p.nodes)
 	for i := range k {
 		n := p.nodes[(p.rr+i)%k]
 		if n.state != nodeUp || !n.hasRoom(p, t) {
@@ -1331,7 +1347,7 @@ var poolInvariants = testing.Testing()
 // poolStats holds the pool's own counters; the per-node ones are on the
 // nodes.
 type poolStats struct {
-	published, publishedBytes atomic.Uint64
+	published, publishedBytes uint64 // guarded by ProducerPool.mu (count is called under it)
 	refused                   atomic.Uint64
 	neverSent, unknown        atomic.Uint64
 	rerouted                  atomic.Uint64
@@ -1343,8 +1359,8 @@ type poolStats struct {
 func (s *poolStats) count(t *poolTx, err error) {
 	switch {
 	case err == nil:
-		s.published.Add(uint64(t.msgs))
-		s.publishedBytes.Add(uint64(t.size - 4*int64(btoi(t.kind == poolMPUB))*(1+int64(t.msgs))))
+		s.published += uint64(t.msgs)
+		s.publishedBytes += uint64(t.size - 4*int64(btoi(t.kind == poolMPUB))*(1+int64(t.msgs)))
 	case errors.Is(err, ErrUnknownOutcome):
 		s.unknown.Add(uint64(t.msgs))
 	case errors.Is(err, ErrNeverSent):

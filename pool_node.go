@@ -334,8 +334,6 @@ func (p *ProducerPool) Stats() ProducerPoolStats {
 	s := &p.stats
 	count, bytes := p.limit.pending()
 	out := ProducerPoolStats{
-		Published:      s.published.Load(),
-		PublishedBytes: s.publishedBytes.Load(),
 		Pending:        count,
 		PendingBytes:   bytes,
 		Refused:        s.refused.Load(),
@@ -350,6 +348,7 @@ func (p *ProducerPool) Stats() ProducerPoolStats {
 	}
 	s.mu.Unlock()
 	p.mu.Lock()
+	out.Published, out.PublishedBytes = s.published, s.publishedBytes
 	out.Queued = p.queuedLocked()
 	nodes := make([]*poolNode, len(p.nodes))
 	copy(nodes, p.nodes)
