@@ -3,9 +3,72 @@ package nsq
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
+
+// txHook takes the results of a Producer's async publishes in place of
+// their doneChans (a ProducerPool sets one on each node's Producer). The
+// router calls done for each result, in order, and flush once per pass of
+// its loop, after that pass's results. Neither may block the router.
+type txHook interface {
+	done(tx *ProducerTransaction)
+	flush()
+}
+
+// nodeHook is a node Producer's txHook. It settles the results of a
+// router's pass under one lock and hands them to their callers from the
+// router's goroutine, without a hop through the node's goroutine. It never
+// waits for the pool's mu (a sender holding the node's sendMu may be
+// waiting for this very router while dispatch holds mu and waits for that
+// sendMu): when mu is busy, or results already went that way and are not
+// settled yet, the pass goes to the node's goroutine through n.results, as
+// every result did before, so results still settle in the router's order.
+type nodeHook struct {
+	p   *ProducerPool
+	n   *poolNode
+	txs []*ProducerTransaction // the pass's results; router goroutine only
+	out []*poolTx              // reused by flush; router goroutine only
+}
+
+func (h *nodeHook) done(tx *ProducerTransaction) { h.txs = append(h.txs, tx) }
+
+func (h *nodeHook) flush() {
+	if len(h.txs) == 0 {
+		return
+	}
+	p, n := h.p, h.n
+	if n.detoured.Load() > 0 || !p.mu.TryLock() {
+		// n.results has room for every publish the node holds.
+		n.detoured.Add(int64(len(h.txs)))
+		for _, tx := range h.txs {
+			n.results <- tx
+		}
+	} else {
+		out := h.out[:0]
+		for _, tx := range h.txs {
+			t := tx.Args[0].(*poolTx)
+			t.result = tx
+			out = p.settleLocked(n, t, tx.Error, out)
+		}
+		pull := !p.closing && p.queuedLocked() > 0
+		p.mu.Unlock()
+		p.deliver(out)
+		clear(out)
+		h.out = out[:0]
+		if pull {
+			// Room was freed: the node's goroutine hands on what waits.
+			select {
+			case n.pull <- struct{}{}:
+			default:
+			}
+		}
+	}
+	clear(h.txs)
+	h.txs = h.txs[:0]
+}
 
 // nodeState is where a pool's node stands.
 type nodeState uint8
@@ -34,8 +97,10 @@ type poolNode struct {
 	addr     string
 	producer *Producer
 	static   bool                      // given to NewProducerPool: nsqlookupd never removes it
-	results  chan *ProducerTransaction // the Producer's results for the pool's publishes
+	results  chan *ProducerTransaction // results its hook could not settle on the router's goroutine, in order
 	kick     chan struct{}             // capacity 1: the node's state changed
+	pull     chan struct{}             // capacity 1: room was freed while publishes wait: dispatch them
+	detoured atomic.Int64              // results its hook sent through results and not yet settled
 	exited   chan struct{}             // closed when the node's goroutine has exited
 
 	// sendMu is held while publishes are handed to the Producer. dispatch
@@ -77,8 +142,10 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 		static:   static,
 		results:  make(chan *ProducerTransaction, p.window+1),
 		kick:     make(chan struct{}, 1),
+		pull:     make(chan struct{}, 1),
 		exited:   make(chan struct{}),
 	}
+	pr.hook = &nodeHook{p: p, n: n} // before any publish starts its router
 	p.nodes = append(p.nodes, n)
 	p.byAddr[addr] = n
 	if static {
@@ -97,18 +164,19 @@ func (n *poolNode) hasRoom(p *ProducerPool, t *poolTx) bool {
 	return n.held == 0 || (n.held+t.msgs <= p.window && n.heldSize+t.size <= p.windowSize)
 }
 
-// publish hands t to the node's Producer; the result arrives on n.results.
-// sendMu is held.
+// publish hands t to the node's Producer; its result goes to the node's
+// hook (no doneChan: the router hands it to the hook instead). sendMu is
+// held.
 func (n *poolNode) publish(t *poolTx) error {
 	t.nodeArgs[0] = t
 	args := t.nodeArgs[:] // no allocation per call
 	switch t.kind {
 	case poolMPUB:
-		return n.producer.MultiPublishAsync(t.topic, t.bodies, n.results, args...)
+		return n.producer.MultiPublishAsync(t.topic, t.bodies, nil, args...)
 	case poolDPUB:
-		return n.producer.DeferredPublishAsync(t.topic, t.delay, t.body, n.results, args...)
+		return n.producer.DeferredPublishAsync(t.topic, t.delay, t.body, nil, args...)
 	}
-	return n.producer.PublishAsync(t.topic, t.body, n.results, args...)
+	return n.producer.PublishAsync(t.topic, t.body, nil, args...)
 }
 
 // publishSync publishes t on the node's Producer and waits for its answer.
@@ -203,6 +271,8 @@ func (p *ProducerPool) runNode(n *poolNode) {
 		case err := <-probeDone:
 			probing = false
 			p.onProbe(n, err)
+		case <-n.pull:
+			p.dispatch()
 		case <-n.kick:
 		}
 	}
@@ -217,6 +287,8 @@ func (p *ProducerPool) runNode(n *poolNode) {
 			p.onResults(n, tx)
 		case <-probeDone:
 			probing = false
+		case <-n.pull:
+			p.dispatch() // its hook's results may have freed publishes for other nodes
 		case <-stopped:
 			stopped = nil
 		}
@@ -266,6 +338,18 @@ func (p *ProducerPool) onResults(n *poolNode, tx *ProducerTransaction) {
 	work := p.dispatchLocked()
 	p.mu.Unlock()
 	p.deliver(out)
+	// After delivery: the hook's next results come after these.
+	if left := n.detoured.Add(-int64(len(txs))); left < 0 && poolInvariants {
+		panic(fmt.Sprintf("nsq: pool node %s settled %d results more than its hook sent its way", n.addr, -left))
+	}
+	p.send(work)
+}
+
+// dispatch hands what waits to the nodes that have room.
+func (p *ProducerPool) dispatch() {
+	p.mu.Lock()
+	work := p.dispatchLocked()
+	p.mu.Unlock()
 	p.send(work)
 }
 

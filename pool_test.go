@@ -920,3 +920,60 @@ func TestPoolContextInFlight(t *testing.T) {
 	within(t, 3*time.Second, "Stop", p.Stop)
 	close(held)
 }
+
+// TestPoolHookDetour: a node's results are settled on its router's
+// goroutine (the node hook) unless the pool's mu is busy; then they go
+// through the node's goroutine, in order, and the router never waits for
+// mu (it answers a Ping meanwhile). Every result arrives once, in publish
+// order (one node), and once the detour is drained the next results take
+// the direct way again.
+func TestPoolHookDetour(t *testing.T) {
+	nodes, addrs := startNodes(t, 1)
+	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "the node up", func(s ProducerPoolStats) bool { return upNodes(s) == 1 })
+	p.mu.Lock()
+	n := p.nodes[0]
+	p.mu.Unlock()
+
+	const N = 300
+	done := make(chan *ProducerTransaction, 2*N)
+	require.NoError(t, nodes[0].Pause()) // nsqd answers nothing until mu is held
+	for i := range N {
+		require.NoError(t, p.PublishAsync("detour", []byte(fmt.Sprint(i)), done, i))
+	}
+	p.mu.Lock()
+	require.NoError(t, nodes[0].Resume())
+	deadline := time.Now().Add(20 * time.Second)
+	for n.detoured.Load() < N && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // nothing signals a detour but the count
+	}
+	detoured := n.detoured.Load()
+	within(t, 5*time.Second, "the router answering a Ping while the pool's mu is held", func() {
+		assert.NoError(t, n.producer.Ping())
+	})
+	p.mu.Unlock()
+	require.Equal(t, int64(N), detoured, "results not sent the node goroutine's way while mu was held")
+	for i := range N {
+		tx := <-done
+		require.NoError(t, tx.Error)
+		require.Equal(t, []any{i}, tx.Args, "result out of order")
+	}
+	for n.detoured.Load() > 0 { // the node goroutine counts them off after delivering them
+		require.True(t, time.Now().Before(deadline), "the detour never drained")
+		time.Sleep(time.Millisecond)
+	}
+
+	for i := range N {
+		require.NoError(t, p.PublishAsync("detour", []byte(fmt.Sprint(N+i)), done, N+i))
+	}
+	for i := range N {
+		tx := <-done
+		require.NoError(t, tx.Error)
+		require.Equal(t, []any{N + i}, tx.Args, "result out of order")
+	}
+	assert.Zero(t, n.detoured.Load())
+	assert.Equal(t, uint64(2*N), p.Stats().Published)
+	s, err := nodes[0].Stats("detour")
+	require.NoError(t, err)
+	assert.Equal(t, int64(2*N), s.MessageCount)
+}

@@ -48,6 +48,7 @@ type Producer struct {
 	backlogs sync.Map
 	learned  learnedLimits // nsqd's size limits, from its error texts
 	stats    producerStats // behind Stats
+	hook     txHook        // set by a ProducerPool on its node's Producer before any publish; else nil
 
 	transactionChan chan *ProducerTransaction // accepted publishes, to the router
 	withdrawChan    chan *ProducerTransaction // sync publishes whose context ended, to the router

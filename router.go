@@ -41,6 +41,7 @@ type router struct {
 	// The backlog of each doneChan that has a courier: the publishing calls
 	// wait on it (chan *ProducerTransaction -> *pendingLimit).
 	backlogs *sync.Map
+	hook     txHook // the Producer's: takes async results in place of their doneChans, or nil
 
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
@@ -157,6 +158,7 @@ func newRouter(p *Producer) *router {
 		learned:         &p.learned,
 		stats:           &p.stats,
 		backlogs:        &p.backlogs,
+		hook:            p.hook,
 		transactionChan: p.transactionChan,
 		stopChan:        p.stopChan,
 		withdrawChan:    p.withdrawChan,
@@ -205,6 +207,9 @@ func (r *router) run() {
 	for {
 		r.advance()
 		r.release.to(r.limit)
+		if r.hook != nil {
+			r.hook.flush() // the results of this pass, at once
+		}
 		if r.draining && r.finished() {
 			break
 		}
@@ -932,6 +937,8 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 		rel = roomRelease{}
 		r.release.to(r.limit)
 		ch <- tx // capacity 1 and ours: never blocks
+	case r.hook != nil:
+		r.hook.done(tx) // never blocks
 	case ch == nil:
 	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
 		// Behind the results the courier still holds, also after
