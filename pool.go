@@ -869,7 +869,10 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, work []nodeWork) []n
 		i++
 	}
 	if i == len(work) {
-		work = append(work, nodeWork{n: n})
+		// Room for what the node may take now: one allocation, not a
+		// doubling per batch.
+		c := min(p.queue.len()+p.retryQ.len()+1, p.window-n.held+t.msgs)
+		work = append(work, nodeWork{n: n, txs: make([]*poolTx, 0, max(c, 1))})
 	}
 	work[i].txs = append(work[i].txs, t)
 	return work
