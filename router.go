@@ -211,7 +211,7 @@ func (r *router) run() {
 		r.armTimer()
 
 		var writeChan chan writeRequest
-		if !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0) {
+		if r.writable() {
 			writeChan = r.conn.writeChan
 		}
 		// The write goroutine's reports are read as batches are handed
@@ -232,6 +232,7 @@ func (r *router) run() {
 		case tx := <-r.transactionChan:
 			r.accept(tx)
 			r.acceptAll()
+			r.handOffNow()
 		case f := <-r.responseChan:
 			if r.fromConn(f) {
 				r.onResponse(f.data)
@@ -259,6 +260,30 @@ func (r *router) run() {
 	}
 	r.timer.Stop()
 	r.release.to(r.limit)
+}
+
+// writable reports whether there is something for the write goroutine to
+// take: the prepared batch, when fewer than maxWritesInFlight batches await
+// answers, or Pings.
+func (r *router) writable() bool {
+	return r.conn != nil && !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0)
+}
+
+// handOffNow hands what was just accepted to the write goroutine if it is
+// idle, without another turn of the loop: a sync publish reaches the socket
+// without a second pass through the router's select (and its locking of
+// every channel in it). When the write goroutine is busy, the loop hands the
+// batch over once it is free, as before.
+func (r *router) handOffNow() {
+	r.advance()
+	if !r.writable() {
+		return
+	}
+	select {
+	case r.conn.writeChan <- writeRequest{txs: r.prep, nops: r.pings, done: r.writtenChan}:
+		r.handedOff()
+	default:
+	}
 }
 
 // advance starts whatever can start: a connection attempt when work waits
