@@ -81,6 +81,7 @@ type Conn struct {
 	// Owned by connect, then by the write goroutine.
 	bw       *bufio.Writer
 	flushers []interface{ Flush() error } // compressor layers under bw, flushed after it
+	wdAt     time.Time                    // the write deadline as last set by the write goroutine; zero: none
 
 	// okFrame is what OnResponse gets for each "OK" when the delegate only
 	// reads it (the Producer's): one slice per Conn, so that an OK costs no
@@ -722,7 +723,7 @@ func (c *Conn) writeLoop() {
 				return
 			}
 		case <-c.nopChan:
-			c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
+			c.armWriteDeadline()
 			c.bw.WriteString("NOP\n")
 			if err := c.flush(); err != nil {
 				c.writeFailed(c.ioError("write", err))
@@ -734,6 +735,27 @@ func (c *Conn) writeLoop() {
 	}
 }
 
+// armWriteDeadline gives the write about to begin write_timeout. The
+// deadline is moved only when it would move by a millisecond or more (a
+// hundredth of write_timeout, if that is less): under a stream of writes
+// it is set about once a millisecond instead of once a write, and a write
+// gets at least write_timeout minus that.
+func (c *Conn) armWriteDeadline() {
+	at := time.Now().Add(c.config.WriteTimeout)
+	if d := at.Sub(c.wdAt); !c.wdAt.IsZero() && d >= 0 && d < deadlineSlack(c.config.WriteTimeout) {
+		return
+	}
+	c.wdAt = at
+	c.conn.SetWriteDeadline(at)
+}
+
+// deadlineSlack is how much earlier than exact a deadline of timeout may
+// be left, rather than moved: setting one costs a lock and a timer update
+// in the runtime's poller, on the critical path of every sync publish.
+func deadlineSlack(timeout time.Duration) time.Duration {
+	return min(time.Millisecond, timeout/100)
+}
+
 // encodeAndFlush encodes a request and flushes it once.
 func (c *Conn) encodeAndFlush(req writeRequest) error {
 	answers := commandCount(req.txs)
@@ -741,7 +763,7 @@ func (c *Conn) encodeAndFlush(req writeRequest) error {
 		answers += req.cmd.answered()
 	}
 	oldest := c.commandsWriting(answers)
-	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
+	c.armWriteDeadline()
 	if req.cmd != nil {
 		req.cmd.WriteTo(c.bw)
 	}
@@ -809,7 +831,7 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 		if written > 1<<20 {
 			// A long batch: give each MiB its own write_timeout.
 			written = 0
-			c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
+			c.armWriteDeadline()
 		}
 		i += n
 	}
