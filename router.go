@@ -965,6 +965,13 @@ func (r *router) expire() {
 // back only the publishers to it.
 func (r *router) complete(tx *ProducerTransaction, err error) {
 	r.count(tx, err)
+	if tx.recycled {
+		// Nothing reads the encoded body of a completed publish: nsqd
+		// answers only once it has read it all, and a publish that fails
+		// without an answer completes once the write goroutine has exited.
+		mpubBodies.put(tx.body)
+		tx.body, tx.recycled = nil, false
+	}
 	var rel roomRelease
 	rel.add(tx)
 	if tx.withdrawn {
