@@ -133,16 +133,25 @@ func (s *logSink) setLevel(lvl LogLevel) {
 	s.lvl = lvl
 }
 
-// log formats and writes a line at lvl, unless lvl is filtered out. The
-// logger is called outside the lock.
-func (s *logSink) log(lvl LogLevel, format string, args ...any) {
+// enabled returns the logger for lvl, or nil when lvl is filtered out.
+func (s *logSink) enabled(lvl LogLevel) logger {
 	if lvl < 0 || lvl > LogLevelMax {
-		return
+		return nil
 	}
 	s.mu.RLock()
 	l, min := s.logger[lvl], s.lvl
 	s.mu.RUnlock()
-	if l == nil || lvl < min {
+	if lvl < min {
+		return nil
+	}
+	return l
+}
+
+// log formats and writes a line at lvl, unless lvl is filtered out. The
+// logger is called outside the lock.
+func (s *logSink) log(lvl LogLevel, format string, args ...any) {
+	l := s.enabled(lvl)
+	if l == nil {
 		return
 	}
 	if sl, ok := l.(*SlogLogger); ok {

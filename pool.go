@@ -99,9 +99,7 @@ type ProducerPool struct {
 
 	limit pendingLimit // Config.MaxPending, MaxPendingBytes: accepted, not yet delivered
 
-	logMu  sync.RWMutex
-	logger [LogLevelMax + 1]logger // guarded by logMu
-	logLvl LogLevel                // guarded by logMu
+	logs logSink // the pool's loggers; every node's Producer logs through them
 
 	mu       sync.Mutex
 	nodes    []*poolNode          // guarded by mu: every node, in the order added
@@ -167,11 +165,8 @@ func NewProducerPool(addrs []string, config *Config) (*ProducerPool, error) {
 	p.window = min(poolWindowBatches*p.config.MaxBatchMessages, p.config.MaxPending)
 	p.windowSize = min(int64(poolWindowBatches*p.config.MaxBatchBytes), p.config.MaxPendingBytes)
 	p.limit.init(int64(p.config.MaxPending), p.config.MaxPendingBytes)
-	l := log.New(os.Stderr, "", log.Flags())
-	for i := range p.logger {
-		p.logger[i] = l
-	}
-	p.logLvl = LogLevelInfo
+	p.logs.id, p.logs.addr = p.id, "pool"
+	p.logs.set(log.New(os.Stderr, "", log.Flags()), LogLevelInfo)
 	p.mu.Lock()
 	for _, a := range addrs {
 		p.addNodeLocked(a, true)
@@ -234,7 +229,9 @@ func (p *ProducerPool) DeferredPublishAsync(topic string, delay time.Duration, b
 // PublishContext is Publish bounded by ctx: see [Producer.PublishContext].
 // A publish still waiting for a node when ctx ends is never sent, and the
 // error satisfies both errors.Is(err, ctx.Err()) and errors.Is(err,
-// ErrNeverSent); one already handed to a node goes on and may be stored.
+// ErrNeverSent); one already handed to a node ends as that node's Producer
+// says: ErrNeverSent if it was withdrawn before it was written,
+// ErrUnknownOutcome if it was written (it may be stored), beside ctx's error.
 func (p *ProducerPool) PublishContext(ctx context.Context, topic string, body []byte) error {
 	return p.publishSync(ctx, poolPUB, topic, 0, body, nil)
 }
@@ -413,32 +410,15 @@ func (p *ProducerPool) Stop() {
 // SetLogger sets the logger for every level, and the lowest level logged,
 // of the pool and of every node's Producer (theirs go through the pool's). A
 // nil logger silences them.
-func (p *ProducerPool) SetLogger(l logger, lvl LogLevel) {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	for i := range p.logger {
-		p.logger[i] = l
-	}
-	p.logLvl = lvl
-}
+func (p *ProducerPool) SetLogger(l logger, lvl LogLevel) { p.logs.set(l, lvl) }
 
 // SetLoggerForLevel sets the logger for one level, of the pool and of every
 // node's Producer.
-func (p *ProducerPool) SetLoggerForLevel(l logger, lvl LogLevel) {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	if lvl >= 0 && lvl <= LogLevelMax {
-		p.logger[lvl] = l
-	}
-}
+func (p *ProducerPool) SetLoggerForLevel(l logger, lvl LogLevel) { p.logs.setForLevel(l, lvl) }
 
 // SetLoggerLevel sets the lowest level logged, by the pool and by every
 // node's Producer.
-func (p *ProducerPool) SetLoggerLevel(lvl LogLevel) {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	p.logLvl = lvl
-}
+func (p *ProducerPool) SetLoggerLevel(lvl LogLevel) { p.logs.setLevel(lvl) }
 
 // poolLogForward is a node Producer's logger for one level: it writes
 // through the pool's logger for that level, as the pool's settings are
@@ -449,13 +429,10 @@ type poolLogForward struct {
 }
 
 func (f poolLogForward) Output(calldepth int, s string) error {
-	f.p.logMu.RLock()
-	l, min := f.p.logger[f.lvl], f.p.logLvl
-	f.p.logMu.RUnlock()
-	if l == nil || f.lvl < min {
-		return nil
+	if l := f.p.logs.enabled(f.lvl); l != nil {
+		return l.Output(calldepth+1, s)
 	}
-	return l.Output(calldepth+1, s)
+	return nil
 }
 
 // forwardLogs makes a node's Producer log through the pool's loggers.
@@ -467,16 +444,7 @@ func (p *ProducerPool) forwardLogs(pr *Producer) {
 }
 
 func (p *ProducerPool) log(lvl LogLevel, format string, args ...any) {
-	if lvl < 0 || lvl > LogLevelMax {
-		return
-	}
-	p.logMu.RLock()
-	l, min := p.logger[lvl], p.logLvl
-	p.logMu.RUnlock()
-	if l == nil || lvl < min {
-		return
-	}
-	l.Output(2, fmt.Sprintf("%-4s %3d (pool) %s", lvl, p.id, fmt.Sprintf(format, args...)))
+	p.logs.log(lvl, "(pool) "+format, args...)
 }
 
 // publishSync validates a publish, queues it, and, once the pool gives it

@@ -21,7 +21,13 @@ import (
 //
 // The returned Nsqd's methods behave as after Start, except that Restart
 // panics instead of calling t.Fatal if nsqd cannot be started again.
-func Launch(args ...string) (n *Nsqd, err error) {
+func Launch(args ...string) (*Nsqd, error) {
+	return launch(Start, args)
+}
+
+// launch runs start outside a test: a failure it reports comes back as an
+// error.
+func launch[T any](start func(testing.TB, ...string) T, args []string) (v T, err error) {
 	lt := &launchTB{}
 	defer func() {
 		r := recover()
@@ -33,9 +39,10 @@ func Launch(args ...string) (n *Nsqd, err error) {
 		if !ok {
 			panic(r)
 		}
-		n, err = nil, errors.New(string(f))
+		var zero T
+		v, err = zero, errors.New(string(f))
 	}()
-	return Start(lt, args...), nil
+	return start(lt, args...), nil
 }
 
 // Close stops nsqd (SIGTERM, then SIGKILL after 5 seconds) and removes the

@@ -1,7 +1,6 @@
 package nsqdtest
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -104,21 +103,8 @@ func (l *Lookupd) Log() string { return l.n.Log() }
 // LaunchLookupd is StartLookupd for code that has no testing.TB, such as
 // Example functions (see Launch): it returns an error instead of failing a
 // test, and the caller must call Close.
-func LaunchLookupd(args ...string) (l *Lookupd, err error) {
-	lt := &launchTB{}
-	defer func() {
-		r := recover()
-		if r == nil {
-			return
-		}
-		lt.close()
-		f, ok := r.(launchFailure)
-		if !ok {
-			panic(r)
-		}
-		l, err = nil, errors.New(string(f))
-	}()
-	return StartLookupd(lt, args...), nil
+func LaunchLookupd(args ...string) (*Lookupd, error) {
+	return launch(StartLookupd, args)
 }
 
 // Close stops nsqlookupd (see Nsqd.Close).
