@@ -100,10 +100,11 @@ func TestSimulation(t *testing.T) {
 func surveyKinds(t *testing.T) func() {
 	kinds := map[string][]uint64{}
 	digits := regexp.MustCompile(`[0-9]+(\.[0-9]+)?(ms|s|µs)?`)
+	calls := regexp.MustCompile(`^caller [0-9]+ op [0-9]+ \([^)]*\)`)
 	simCollect = func(seed uint64, violations []string) {
 		seen := map[string]bool{}
 		for _, v := range violations {
-			k := digits.ReplaceAllString(v, "N")
+			k := digits.ReplaceAllString(calls.ReplaceAllString(v, "a call"), "N")
 			if !seen[k] {
 				seen[k] = true
 				kinds[k] = append(kinds[k], seed)
