@@ -64,10 +64,14 @@ func TestChaos(t *testing.T) {
 		<-drained
 	})
 
-	// Cut the connection ten times, spread over the run.
+	// Cut the connection ten times, spread over the run. (A cut can find
+	// no connection: the producer may not have reconnected yet.)
+	cuts := 0
 	for cut := 1; cut <= 10; cut++ {
 		l.waitResults(t, cut*400)
-		proxy.Cut()
+		if proxy.Cut() > 0 {
+			cuts++
+		}
 	}
 	within(t, 60*time.Second, "the publishers", wg.Wait)
 
@@ -76,5 +80,6 @@ func TestChaos(t *testing.T) {
 	require.Len(t, l.outcome, 2000+500+100+3000)
 
 	l.check(t, n, topic)
-	assert.GreaterOrEqual(t, proxy.Conns(), 11, "reconnected after every cut")
+	require.Positive(t, cuts)
+	assert.GreaterOrEqual(t, proxy.Conns(), cuts+1, "reconnected after every cut")
 }

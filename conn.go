@@ -74,6 +74,7 @@ type Conn struct {
 	// read-only.
 	connMu sync.Mutex
 	conn   net.Conn // the TCP connection, or the TLS one over it
+	raw    net.Conn // the TCP connection: what teardown closes
 
 	// Owned by connect, then by the read goroutine.
 	fr frameReader
@@ -240,8 +241,12 @@ func (c *Conn) teardown(err error) {
 	prev := c.state.Swap(stateClosed)
 	close(c.exitChan)
 	c.connMu.Lock()
-	if c.conn != nil {
-		c.conn.Close()
+	if c.raw != nil {
+		// The transport, never the TLS layer: tls.Conn.Close writes a
+		// close_notify, which blocks (under its own 5 s deadline, and
+		// behind a write in progress) when nsqd has stopped reading.
+		// nsqd does not wait for one.
+		c.raw.Close()
 	}
 	c.connMu.Unlock()
 	// A connection that never finished Connect reports its error from
@@ -371,6 +376,9 @@ func (c *Conn) setConn(nc net.Conn) error {
 		return ErrClosing
 	}
 	c.conn = nc
+	if c.raw == nil {
+		c.raw = nc
+	}
 	return nil
 }
 
@@ -405,8 +413,12 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if typ == FrameTypeError {
+	switch typ {
+	case FrameTypeResponse:
+	case FrameTypeError:
 		return nil, ErrIdentify{Reason: string(data)}
+	default:
+		return nil, ErrIdentify{Reason: fmt.Sprintf("nsqd answered IDENTIFY with a frame of type %d", typ)}
 	}
 	resp := &IdentifyResponse{}
 	if string(data) == respOK {
@@ -473,8 +485,12 @@ func (c *Conn) auth() error {
 	if err != nil {
 		return err
 	}
-	if typ == FrameTypeError {
+	switch typ {
+	case FrameTypeResponse:
+	case FrameTypeError:
 		return fmt.Errorf("nsq: AUTH refused by nsqd at %s: %w", c.addr, ErrProtocol{Reason: string(data)})
+	default:
+		return &FrameError{Reason: fmt.Sprintf("nsqd at %s answered AUTH with a frame of type %d", c.addr, typ)}
 	}
 	var resp AuthResponse
 	if err := json.Unmarshal(data, &resp); err != nil {

@@ -24,10 +24,13 @@
 // wait for nsqd's answer. [Producer.PublishAsync] and the other *Async methods
 // return once the publish is accepted, and later send a
 // [ProducerTransaction] with the result on the doneChan they were given.
-// Results are delivered in the order the publishes were accepted; a slow
-// reader of one doneChan stalls neither the connection nor the results of
-// other doneChans (its results wait, in order, bounded by
-// Config.MaxPending), and a nil doneChan drops the result.
+// The results sent to one doneChan arrive in the order the publishes were
+// accepted; a slow reader of one doneChan stalls neither the connection nor
+// other callers: its results wait for it, in order, and once
+// Config.MaxPending of them (or Config.MaxPendingBytes) wait, publishes to
+// that channel wait for room as for the producer's own limit
+// ([Producer.TryPublishAsync] returns [ErrPendingFull]). A nil doneChan
+// drops the result.
 //
 // The *Context methods ([Producer.PublishContext] and friends) stop waiting
 // when their context ends; [Producer.Flush] waits until everything accepted

@@ -40,9 +40,14 @@ type Producer struct {
 	startOnce sync.Once   // starts the router
 	started   atomic.Bool // the router was started
 
-	limit   pendingLimit  // Config.MaxPending and MaxPendingBytes
-	learned learnedLimits // nsqd's size limits, from its error texts
-	stats   producerStats // behind Stats
+	limit pendingLimit // Config.MaxPending and MaxPendingBytes
+	// The backlog of results waiting for each doneChan nobody reads (a
+	// courier carries them), bounded like limit: publishers to such a
+	// channel wait for it, others do not. Written by the router:
+	// chan *ProducerTransaction -> *pendingLimit.
+	backlogs sync.Map
+	learned  learnedLimits // nsqd's size limits, from its error texts
+	stats    producerStats // behind Stats
 
 	transactionChan chan *ProducerTransaction // accepted publishes, to the router
 	withdrawChan    chan *ProducerTransaction // sync publishes whose context ended, to the router
@@ -103,6 +108,11 @@ func (p *Producer) DeferredPublish(topic string, delay time.Duration, body []byt
 // result and args is sent on doneChan; with a nil doneChan the result is
 // dropped. Results sent to one doneChan arrive in the order the publishes
 // were made. body must not be modified until the result arrives.
+//
+// PublishAsync waits while Config.MaxPending publishes (or
+// Config.MaxPendingBytes) await their answers, and while as many results
+// wait for doneChan to be read: a doneChan nobody reads holds back only its
+// own publishers.
 //
 // An error returned here (invalid input, ErrStopped) means the publish was
 // not accepted and nothing will be sent on doneChan.
@@ -234,21 +244,8 @@ func (p *Producer) enqueue(ctx context.Context, wait bool, tx *ProducerTransacti
 	if wait && ctx.Err() != nil {
 		return ctx.Err()
 	}
-	switch {
-	case !tx.holdsRoom():
-		// Ping and Flush must work when the limit is reached.
-	case !wait:
-		if !p.limit.tryAcquire(tx.size) {
-			if p.isStopped() {
-				return ErrStopped // not "full": retrying cannot help
-			}
-			p.stats.refused.Add(1)
-			return ErrPendingFull
-		}
-	default:
-		if err := p.limit.acquire(ctx, tx.size, p.stopChan); err != nil {
-			return err
-		}
+	if err := p.takeRoom(ctx, wait, tx); err != nil {
+		return err
 	}
 	p.mu.RLock()
 	if p.stopped {
@@ -262,6 +259,61 @@ func (p *Producer) enqueue(ctx context.Context, wait bool, tx *ProducerTransacti
 	p.transactionChan <- tx
 	p.mu.RUnlock()
 	return nil
+}
+
+// takeRoom takes room for tx under the producer's pending limits, once
+// there is room in its doneChan's backlog (when results wait for that
+// channel), waiting for both if wait is set.
+func (p *Producer) takeRoom(ctx context.Context, wait bool, tx *ProducerTransaction) error {
+	if !tx.holdsRoom() {
+		return nil // Ping and Flush must work when the limit is reached
+	}
+	for {
+		backlog := p.backlog(tx)
+		if backlog != nil {
+			// Results wait for this doneChan: its publishers wait too.
+			if err := backlog.waitFits(ctx, tx.size, p.stopChan, wait); err != nil {
+				return p.refused(err)
+			}
+		}
+		if !wait {
+			if !p.limit.tryAcquire(tx.size) {
+				return p.refused(ErrPendingFull)
+			}
+		} else if err := p.limit.acquire(ctx, tx.size, p.stopChan); err != nil {
+			return err
+		}
+		// While it waited for room, results may have begun to wait for
+		// its doneChan.
+		if b := p.backlog(tx); b == nil || b.fits(tx.size) {
+			return nil
+		}
+		p.limit.release(room(tx))
+	}
+}
+
+// backlog returns the backlog of results waiting for tx's doneChan, or nil.
+func (p *Producer) backlog(tx *ProducerTransaction) *pendingLimit {
+	if tx.doneChan == nil || tx.internal {
+		return nil
+	}
+	if b, ok := p.backlogs.Load(tx.doneChan); ok {
+		return b.(*pendingLimit)
+	}
+	return nil
+}
+
+// refused counts a publish refused for want of room; after Stop began the
+// refusal is ErrStopped: retrying cannot help.
+func (p *Producer) refused(err error) error {
+	if err != ErrPendingFull {
+		return err
+	}
+	if p.isStopped() {
+		return ErrStopped
+	}
+	p.stats.refused.Add(1)
+	return err
 }
 
 // isStopped reports whether Stop has begun.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
+	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -174,9 +175,10 @@ func TestConnEndingBeforeAnAnswerBacksOff(t *testing.T) {
 	second := recvWithin(t, done, "the second result").Error
 	assert.ErrorIs(t, second, ErrNeverSent)
 	assert.ErrorIs(t, second, errStopTimeout, "no attempt was made within the backoff")
+	// One attempt only. (It counts as a connect failure when its OnClose
+	// came before its connection result: it was never installed.)
 	st := p.Stats()
-	assert.Equal(t, uint64(1), st.Connects)
-	assert.Zero(t, st.ConnectFailures, "no second attempt")
+	assert.Equal(t, uint64(1), st.Connects+st.ConnectFailures, "no second attempt")
 }
 
 // Bug 8: after one nsqd said "too big 2000 > 1024", every later 2000-byte
@@ -341,4 +343,72 @@ func TestContextCallNeverReturnsWhileItsBodyIsWritten(t *testing.T) {
 	assert.ErrorIs(t, err, ErrUnknownOutcome)
 	assert.ErrorIs(t, err, context.Canceled)
 	c.OK() // it is stored after all
+}
+
+// Bug 6: results waiting for a doneChan nobody reads kept their room in the
+// producer-wide max_pending, so once it filled every other caller's
+// Publish blocked. They hold back only the publishers to that channel, in
+// a backlog bounded like max_pending.
+func TestUnreadDoneChanHoldsBackOnlyItsPublishers(t *testing.T) {
+	n := nsqdtest.Start(t)
+	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "max_pending", 8))
+	unread := make(chan *ProducerTransaction) // not read for now
+	for i := range 8 {
+		require.NoError(t, p.PublishAsync("unread", []byte("x"), unread, i))
+	}
+	// Another caller is not held back; its answer comes after theirs.
+	require.NoError(t, publishWithin(t, p, "other", "y"))
+	assert.Zero(t, p.Stats().Pending)
+
+	// The unread channel's backlog is full: its publishers wait.
+	assert.Same(t, ErrPendingFull, p.TryPublishAsync("unread", []byte("x"), unread))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, p.PublishAsyncContext(ctx, "unread", []byte("x"), unread), context.DeadlineExceeded)
+	other := make(chan *ProducerTransaction, 1)
+	require.NoError(t, p.TryPublishAsync("other", []byte("z"), other))
+	assert.NoError(t, recvWithin(t, other, "the other channel's result").Error)
+
+	// Read: the results come in order, and the channel's publishers go on.
+	for i := range 8 {
+		tx := recvWithin(t, unread, "an unread result")
+		require.NoError(t, tx.Error)
+		assert.Equal(t, i, tx.Args[0])
+	}
+	require.NoError(t, p.PublishAsync("unread", []byte("x"), unread, 8))
+	assert.Equal(t, 8, recvWithin(t, unread, "the next result").Args[0])
+}
+
+// Item 2, a written publish nsqd did not execute: a context call written
+// behind a command nsqd refused is queued to be sent again; when its
+// context ends then, it is never sent again, and the call says so
+// (ErrNeverSent: nsqd executed nothing of it), not ErrUnknownOutcome.
+func TestContextEndedWhileQueuedAgainIsNeverSent(t *testing.T) {
+	s := fakensqd.New(t)
+	p := newTestProducer(t, s.Addr(), nil)
+	done := make(chan *ProducerTransaction, 1)
+	require.NoError(t, p.PublishAsync("x", []byte("x"), done))
+	c := s.Accept()
+	c.Handshake(nil)
+	assert.Equal(t, "x", bodyOf(c.ExpectPublish()))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	res := make(chan error, 1)
+	go func() { res <- p.PublishContext(ctx, "c", []byte("c")) }()
+	assert.Equal(t, "c", bodyOf(c.ExpectPublish()))
+	c.Error("E_BAD_TOPIC PUB topic name x is not valid") // c is not executed
+	c.Close()
+	assert.IsType(t, ErrProtocol{}, recvWithin(t, done, "x's result").Error)
+
+	cancel() // c waits in the queue for the next connection
+	err := recvWithin(t, res, "PublishContext")
+	assert.ErrorIs(t, err, ErrNeverSent)
+	assert.ErrorIs(t, err, context.Canceled)
+
+	after := publishInBackground(p, "d", "after")
+	c = s.Accept()
+	c.Handshake(nil)
+	assert.Equal(t, "after", bodyOf(c.ExpectPublish()), "the cancelled publish was sent again")
+	c.OK()
+	assert.NoError(t, recvWithin(t, after, "Publish"))
 }

@@ -27,10 +27,10 @@ const maxWritesInFlight = 2
 // matches nsqd's answers to the oldest pending transactions (FIFO) and
 // delivers the results.
 //
-// The fields of the first block are set by newRouter and then only read;
+// The fields up to the inbox's are set by newRouter and then only read;
 // they are what the router shares with the Producer, its Conns and its
-// couriers, each safe for concurrent use. Everything below that block is
-// touched by the router goroutine alone.
+// couriers, each safe for concurrent use. Everything after them is touched
+// by the router goroutine alone.
 type router struct {
 	addr    string
 	config  *Config // the Producer's copy, read-only
@@ -38,12 +38,15 @@ type router struct {
 	limit   *pendingLimit
 	learned *learnedLimits
 	stats   *producerStats
+	// The backlog of each doneChan that has a courier: the publishing calls
+	// wait on it (chan *ProducerTransaction -> *pendingLimit).
+	backlogs *sync.Map
 
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
 	stopChan        <-chan struct{}             // closed by Stop
 	withdrawChan    <-chan *ProducerTransaction // sync publishes whose context ended (the Producer's)
-	writtenChan     chan error                  // the write goroutine is done with a batch: the error of writing it
+	writtenChan     chan error                  // the write goroutine is done with a batch: the error of writing it (room for every report not read yet: the one before each handoff, and the last)
 	responseChan    chan connFrame              // response frames of a Conn (unbuffered: keeps order)
 	errorChan       chan connFrame              // error frames of a Conn (unbuffered: keeps order)
 	closeChan       chan *Conn                  // a Conn has closed and its goroutines have exited
@@ -63,7 +66,7 @@ type router struct {
 	connecting     bool               // a connection attempt is running
 	attempt        *Conn              // its Conn; its goroutines may run before its result comes
 	attemptClosed  bool               // attempt's OnClose came before its result: never installed
-	attemptRefused bool               // attempt sent a frame before any command: torn down
+	attemptRefused bool               // nsqd sent a frame on attempt before any command: torn down
 	cancelConnect  context.CancelFunc // cancels it
 
 	queue   txQueue // accepted, not yet prepared for the write goroutine, oldest first
@@ -71,7 +74,8 @@ type router struct {
 
 	// Results whose doneChan was full: each such channel gets a courier
 	// goroutine that delivers them in order, so a channel nobody reads
-	// holds back neither the router nor anyone else's results.
+	// holds back neither the router nor anyone else's results, and (its
+	// backlog being its own) none but its own publishers.
 	couriers map[chan *ProducerTransaction]*courier
 	carrying int // couriers running (a finished one may still be in the map)
 
@@ -101,7 +105,7 @@ type router struct {
 
 	batchBytes int // largest automatic MPUB body; shrinks if nsqd refuses one as too big
 
-	failures int       // consecutive failed connection attempts
+	failures int       // consecutive failed connection attempts (connections that ended before proving themselves included)
 	retryAt  time.Time // no connection attempt before this
 
 	draining bool      // Stop was called
@@ -110,7 +114,7 @@ type router struct {
 	timer    *time.Timer
 	timerAt  time.Time // when timer fires; zero when it is not armed
 
-	release roomRelease // room of completed transactions, returned to limit once per loop
+	release roomRelease // room of completed transactions, returned to limit once per loop, and before a sync caller's result
 }
 
 type connectResult struct {
@@ -152,6 +156,7 @@ func newRouter(p *Producer) *router {
 		limit:           &p.limit,
 		learned:         &p.learned,
 		stats:           &p.stats,
+		backlogs:        &p.backlogs,
 		transactionChan: p.transactionChan,
 		stopChan:        p.stopChan,
 		withdrawChan:    p.withdrawChan,
@@ -209,10 +214,17 @@ func (r *router) run() {
 		if !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0) {
 			writeChan = r.conn.writeChan
 		}
+		// The write goroutine's reports are read as batches are handed
+		// (see handedOff), and here only while a withdrawn publish waits
+		// for one: no wakeup per batch.
+		var writtenChan chan error
+		if len(r.withdrawn) > 0 {
+			writtenChan = r.writtenChan
+		}
 		select {
 		case writeChan <- writeRequest{txs: r.prep, nops: r.pings, done: r.writtenChan}:
 			r.handedOff()
-		case err := <-r.writtenChan:
+		case err := <-writtenChan:
 			r.onWritten(err)
 		case tx := <-r.withdrawChan:
 			r.acceptAll() // tx may still be in the inbox
@@ -233,10 +245,7 @@ func (r *router) run() {
 		case res := <-r.connectChan:
 			r.onConnected(res)
 		case c := <-r.courierDoneChan:
-			r.carrying--
-			if r.couriers[c.ch] == c {
-				delete(r.couriers, c.ch)
-			}
+			r.courierDone(c)
 		case <-r.timer.C:
 			r.timerAt = time.Time{}
 			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
@@ -282,14 +291,22 @@ func (r *router) advance() {
 }
 
 // popQueuedPlaceholders completes the placeholders (Flush barriers,
-// settled transactions) at the front of the queue when nothing accepted
-// before them is unanswered: they need no connection.
+// settled transactions) and the publishes whose context ended at the front
+// of the queue when nothing accepted before them is unanswered: they need
+// no connection, and must not make one.
 func (r *router) popQueuedPlaceholders() {
 	if len(r.prep) > 0 || r.pending.len() > 0 || len(r.refused) > 0 {
 		return
 	}
-	for r.queue.len() > 0 && r.queue.peek(0).placeholder() {
-		r.settle(r.queue.popFront(), nil)
+	for r.queue.len() > 0 {
+		switch tx := r.queue.peek(0); {
+		case tx.placeholder():
+			r.settle(r.queue.popFront(), nil)
+		case tx.ctx != nil && tx.ctx.Err() != nil:
+			r.settle(r.queue.popFront(), &ctxError{ctx: tx.ctx, class: ErrNeverSent})
+		default:
+			return
+		}
 	}
 }
 
@@ -554,9 +571,11 @@ func (r *router) handedOff() {
 		r.writesInFlight++
 	}
 	// The write goroutine took this batch, so it is done with the one
-	// before: that becomes the next.
+	// before: that becomes the next. It reported on it before taking this
+	// one (and may have reported on this one already).
 	clear(r.spare)
 	r.prep, r.spare = r.spare[:0], r.prep
+	r.drainWritten()
 }
 
 func (r *router) onResponse(data []byte) {
@@ -738,14 +757,10 @@ func (r *router) onClosed(c *Conn) {
 		r.log(LogLevelError, "(%s) connection lost: %s", r.addr, err)
 	}
 	// The write goroutine reported every batch it took before it exited.
-	for r.written < r.handed {
-		select {
-		case werr := <-r.writtenChan:
-			r.onWritten(werr)
-		default:
-			r.impossible("a closed Conn's write goroutine did not report %d batches", r.handed-r.written)
-			r.written = r.handed
-		}
+	r.drainWritten()
+	if r.written < r.handed {
+		r.impossible("a closed Conn's write goroutine did not report %d batches", r.handed-r.written)
+		r.written = r.handed
 	}
 	if len(r.withdrawn) > 0 {
 		r.impossible("%d withdrawn publishes unanswered after their Conn closed", len(r.withdrawn))
@@ -796,6 +811,18 @@ func (r *router) onWritten(err error) {
 	r.withdrawn = kept
 }
 
+// drainWritten reads the write goroutine's reports that have arrived.
+func (r *router) drainWritten() {
+	for {
+		select {
+		case err := <-r.writtenChan:
+			r.onWritten(err)
+		default:
+			return
+		}
+	}
+}
+
 // neverWritten reports whether no byte of tx, handed to the write goroutine,
 // was written: the goroutine took its batch after its Conn was closed.
 func (r *router) neverWritten(tx *ProducerTransaction) bool {
@@ -821,6 +848,11 @@ func (r *router) withdraw(tx *ProducerTransaction) {
 // is known of it now. The transaction stays where it is, and completes (for
 // the stats and the pending limits) when its turn comes.
 func (r *router) answerWithdrawn(tx *ProducerTransaction) {
+	if tx.stage == stageDone {
+		// nsqd answered while it waited for the write goroutine's report:
+		// its caller has that answer.
+		return
+	}
 	var err error
 	switch {
 	case tx.settled != nil:
@@ -875,7 +907,9 @@ func (r *router) expire() {
 // complete records a transaction's outcome and delivers it: at once when its
 // doneChan has room, else through that channel's courier, which keeps its
 // results in order without ever blocking the router. Its room under the
-// pending limits is released once it is delivered.
+// pending limits is released now: a result a courier carries counts against
+// its doneChan's own backlog instead, so that a channel nobody reads holds
+// back only the publishers to it.
 func (r *router) complete(tx *ProducerTransaction, err error) {
 	r.count(tx, err)
 	var rel roomRelease
@@ -892,12 +926,16 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 	// before.
 	switch {
 	case tx.internal:
+		// Its caller (a sync call, a Flush) sees the room of everything
+		// completed so far released.
+		r.release.merge(rel)
+		rel = roomRelease{}
+		r.release.to(r.limit)
 		ch <- tx // capacity 1 and ours: never blocks
 	case ch == nil:
 	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
 		// Behind the results the courier still holds, also after
 		// stop_timeout (it drops them then): never ahead of them.
-		return // released when delivered or dropped
 	case r.expired:
 		select {
 		case ch <- tx:
@@ -908,18 +946,35 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 		select {
 		case ch <- tx:
 		default:
-			if r.couriers == nil {
-				r.couriers = make(map[chan *ProducerTransaction]*courier)
-			}
-			c := &courier{ch: ch, done: r.courierDoneChan, abandon: r.abandonChan, limit: r.limit, logs: r.logs}
-			c.q.pushBack(tx)
-			r.couriers[ch] = c
-			r.carrying++
-			go c.run()
-			return // released when delivered
+			r.startCourier(ch, tx)
 		}
 	}
 	r.release.merge(rel)
+}
+
+// startCourier starts the courier of ch, a doneChan that was full, with its
+// first result tx. Its backlog, shared with the publishing calls, makes
+// publishers to ch wait while it is full.
+func (r *router) startCourier(ch chan *ProducerTransaction, tx *ProducerTransaction) {
+	if r.couriers == nil {
+		r.couriers = make(map[chan *ProducerTransaction]*courier)
+	}
+	c := &courier{ch: ch, done: r.courierDoneChan, abandon: r.abandonChan, logs: r.logs, backlog: new(pendingLimit)}
+	c.backlog.init(int64(r.config.MaxPending), r.config.MaxPendingBytes)
+	c.carry(tx)
+	r.couriers[ch] = c
+	r.backlogs.Store(ch, c.backlog)
+	r.carrying++
+	go c.run()
+}
+
+// courierDone forgets a courier that has finished.
+func (r *router) courierDone(c *courier) {
+	r.carrying--
+	if r.couriers[c.ch] == c { // else a new one took its place
+		delete(r.couriers, c.ch)
+		r.backlogs.Delete(c.ch)
+	}
 }
 
 // count adds a completed transaction to the stats.
@@ -928,7 +983,6 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 		return
 	}
 	s := r.stats
-	var perr ErrProtocol
 	switch {
 	case err == nil:
 		n := tx.messages()
@@ -942,9 +996,21 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 		s.unknown.Add(uint64(tx.messages()))
 	case errors.Is(err, ErrNeverSent):
 		s.neverSent.Add(uint64(tx.messages()))
-	case errors.As(err, &perr):
-		s.addNsqdError(perr.Code())
+	default:
+		if code, ok := protocolCode(err); ok {
+			s.addNsqdError(code)
+		}
 	}
+}
+
+// protocolCode returns the code of the ErrProtocol in err's chain. (Apart,
+// so that the ErrProtocol errors.As needs escapes only on this path.)
+func protocolCode(err error) (string, bool) {
+	var perr ErrProtocol
+	if errors.As(err, &perr) {
+		return perr.Code(), true
+	}
+	return "", false
 }
 
 // courier delivers, in order, the results for one doneChan that was full.
@@ -954,7 +1020,7 @@ type courier struct {
 	// Set at creation, read-only.
 	done    chan<- *courier // told when the courier has finished
 	abandon <-chan struct{} // closed when Stop's wait runs out: drop everything
-	limit   *pendingLimit   // where delivered results' room goes back
+	backlog *pendingLimit   // the results it holds, bounded like the producer's pending ones
 	logs    *logSink
 
 	mu       sync.Mutex
@@ -969,6 +1035,7 @@ func (c *courier) carry(tx *ProducerTransaction) bool {
 	if c.finished {
 		return false
 	}
+	c.backlog.take(room(tx))
 	c.q.pushBack(tx)
 	return true
 }
@@ -991,7 +1058,7 @@ func (c *courier) run() {
 			c.mu.Lock()
 			c.q.popFront()
 			c.mu.Unlock()
-			rel.to(c.limit)
+			rel.to(c.backlog)
 		case <-c.abandon:
 			c.mu.Lock()
 			c.finished = true
@@ -1001,7 +1068,7 @@ func (c *courier) run() {
 				rel.add(c.q.popFront())
 			}
 			c.mu.Unlock()
-			rel.to(c.limit)
+			rel.to(c.backlog)
 			c.logs.log(LogLevelError, "(%s) %d results dropped after stop_timeout: doneChan not read", c.logs.addr, dropped)
 			return
 		}

@@ -2,6 +2,7 @@ package nsq
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"testing"
@@ -25,7 +26,7 @@ func TestCompleteAfterStopTimeoutNeverOvertakesACourier(t *testing.T) {
 
 	ch := make(chan *ProducerTransaction, 1) // has room now
 	older, newer := &ProducerTransaction{doneChan: ch}, &ProducerTransaction{doneChan: ch}
-	c := &courier{ch: ch}
+	c := &courier{ch: ch, backlog: new(pendingLimit)}
 	c.q.pushBack(older) // not delivered yet
 	r.couriers = map[chan *ProducerTransaction]*courier{ch: c}
 
@@ -106,3 +107,33 @@ func (closeSignal) OnError(*Conn, []byte)    {}
 func (closeSignal) OnIOError(*Conn, error)   {}
 func (closeSignal) OnHeartbeat(*Conn)        {}
 func (s closeSignal) OnClose(*Conn)          { close(s) }
+
+// Found by the simulation: a context call withdrawn while the write
+// goroutine had not yet reported on its batch, then answered OK by nsqd
+// before that report was read, was delivered twice: its answer, then a
+// "never sent" that overwrote it under the caller's feet.
+func TestWithdrawnPublishAnsweredBeforeTheWriteReport(t *testing.T) {
+	p, err := NewProducer("127.0.0.1:1", NewConfig())
+	require.NoError(t, err)
+	p.SetLogger(nil, LogLevelError)
+	r := newRouter(p)
+	r.conn, r.connected = NewConn("127.0.0.1:1", &p.config, producerConnDelegate{r}), true
+
+	ctx, cancel := context.WithCancel(t.Context())
+	tx := getSyncTx()
+	tx.kind, tx.topic, tx.body, tx.size, tx.ctx = kindPUB, "t", []byte("x"), 1, ctx
+	r.queue.pushBack(tx)
+	r.prepare()
+	r.handedOff() // the write goroutine has it, and has not reported yet
+	cancel()
+	r.withdraw(tx) // waits for the report
+	require.Len(t, r.withdrawn, 1)
+
+	r.onResponse([]byte("OK"))
+	got := <-tx.doneChan
+	assert.NoError(t, got.Error, "nsqd's answer")
+	r.onWritten(nil)
+	assert.Empty(t, r.withdrawn)
+	assert.Zero(t, len(tx.doneChan), "delivered twice")
+	assert.NoError(t, tx.Error)
+}

@@ -14,7 +14,7 @@ type ProducerStats struct {
 	Published      uint64 // messages nsqd answered OK to
 	PublishedBytes uint64 // their body bytes
 
-	Pending      int64 // publishes accepted and not yet completed and delivered
+	Pending      int64 // publishes accepted and not yet completed (results waiting for an unread doneChan are not counted: they hold back only that channel's publishers)
 	PendingBytes int64 // their body bytes
 
 	Refused        uint64            // publishes refused at the call (invalid input, ErrPendingFull)

@@ -188,10 +188,18 @@ type roomRelease struct{ count, bytes int64 }
 // add counts the room tx holds. Call it before tx is delivered: then tx
 // belongs to its receiver.
 func (r *roomRelease) add(tx *ProducerTransaction) {
+	n, bytes := room(tx)
+	r.count += n
+	r.bytes += bytes
+}
+
+// room returns the room tx holds under a pending limit: one publish and its
+// bytes, or nothing.
+func room(tx *ProducerTransaction) (n, bytes int64) {
 	if tx.holdsRoom() {
-		r.count++
-		r.bytes += tx.size
+		return 1, tx.size
 	}
+	return 0, 0
 }
 
 // merge adds o.
@@ -252,6 +260,49 @@ func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan stru
 	l.bytes += size
 	l.mu.Unlock()
 	return nil
+}
+
+// waitFits waits until a publish of size would fit, without taking room:
+// until ctx is done or stop is closed, or, when wait is false, not at all
+// (ErrPendingFull).
+func (l *pendingLimit) waitFits(ctx context.Context, size int64, stop <-chan struct{}, wait bool) error {
+	l.mu.Lock()
+	for !l.fitsLocked(size) {
+		if !wait {
+			l.mu.Unlock()
+			return ErrPendingFull
+		}
+		if l.freed == nil {
+			l.freed = make(chan struct{})
+		}
+		freed := l.freed
+		l.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stop:
+			return ErrStopped
+		}
+		l.mu.Lock()
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// fits reports whether a publish of size fits now.
+func (l *pendingLimit) fits(size int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fitsLocked(size)
+}
+
+// take takes room for n publishes holding bytes, whether it fits or not.
+func (l *pendingLimit) take(n, bytes int64) {
+	l.mu.Lock()
+	l.count += n
+	l.bytes += bytes
+	l.mu.Unlock()
 }
 
 // tryAcquire takes room for a publish of size if there is some now.

@@ -63,17 +63,23 @@ func (p *Proxy) Conns() int {
 
 // Cut abruptly closes every current connection on both sides (with
 // SO_LINGER 0, so the peers get a TCP reset and their reads and writes fail
-// mid-stream). The proxy keeps accepting new connections.
-func (p *Proxy) Cut() {
+// mid-stream), and returns how many it closed that were not cut before. The proxy keeps accepting
+// new connections.
+func (p *Proxy) Cut() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	n := 0
 	for pair := range p.pairs {
+		if !pair.cut {
+			n++
+		}
 		pair.cut = true
 		abort(pair.client)
 		if pair.upstream != nil {
 			abort(pair.upstream)
 		}
 	}
+	return n
 }
 
 // Close stops accepting connections, cuts the current ones and waits for
