@@ -1140,10 +1140,12 @@ func (r *simRun) checkCall(call *simCall, v func(string, ...any)) (missing bool)
 	for _, text := range call.texts {
 		recv = append(recv, r.bodies[text].received...)
 	}
-	if call.kind == opTry && call.stopBefore && call.retErr != ErrStopped {
+	// Once Stop has begun nothing is accepted, and "no room" (retry) would
+	// be a lie: ErrStopped, or a refusal of the call's own input.
+	if call.kind == opTry && call.stopBefore && (call.retErr == nil || call.retErr == ErrPendingFull) {
 		v("%s: TryPublishAsync after another call returned ErrStopped (Stop had begun) returned %v, want ErrStopped", what, call.retErr)
 	}
-	if call.stopReturned && call.retErr != ErrStopped {
+	if call.stopReturned && (call.retErr == nil || call.retErr == ErrPendingFull) {
 		v("%s: called after Stop returned, it returned %v, want ErrStopped", what, call.retErr)
 	}
 	if !call.accepted {
