@@ -329,7 +329,6 @@ type simRun struct {
 
 	published    uint64 // Stats().Published once Stop returned
 	okMsgs       uint64 // messages in the commands the fake answered OK
-	stopCalled   atomic.Bool
 	stopReturned atomic.Bool
 	sawStopped   atomic.Bool  // a call returned ErrStopped
 	dropped      atomic.Int64 // results the producer dropped after stop_timeout, from its log
@@ -351,7 +350,6 @@ type simConn struct {
 	answered      bool // the fake answered a publish (OK or error)
 	ended         bool
 	endedBy       string
-	publishesSeen int
 	heartbeats    int // heartbeats the fake sent
 	nops          int // NOPs it read
 }
@@ -477,7 +475,6 @@ func (r *simRun) run() {
 // Stop never returns.
 func (r *simRun) stop(p *Producer) bool {
 	r.tracef("Stop")
-	r.stopCalled.Store(true)
 	stopped := make(chan struct{})
 	start := time.Now()
 	if r.plan.doubleStop {
