@@ -90,6 +90,10 @@ func (l *ledger) check(t *testing.T, n *nsqdtest.Nsqd, topic string) (stored int
 	// After a SIGKILL and a restart nsqd v1.3.0 can report a topic depth
 	// one short of what its disk queue holds, so keep asking until topic
 	// and channel are empty.
+	// A restarted nsqd can come back without a topic it had created just
+	// before the kill (its metadata was not yet written), though the
+	// messages are on disk: creating it again finds them.
+	require.NoError(t, n.CreateTopic(topic))
 	var msgs []nsqdtest.Message
 	for {
 		st, err := n.Stats(topic)

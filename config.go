@@ -308,6 +308,11 @@ type Config struct {
 	// completed; a publish beyond it waits until enough complete
 	// (backpressure). Default 256 MiB (268435456), minimum 1.
 	MaxPendingBytes int64 `opt:"max_pending_bytes" min:"1" default:"268435456"`
+	// PoolMaxAttempts is how many nodes a [ProducerPool] hands one publish
+	// to, at most: a publish that never reached a node (ErrNeverSent) goes
+	// to another until this many have failed to take it. A Producer does
+	// not use it. Default 3, range [1, 100].
+	PoolMaxAttempts int `opt:"pool_max_attempts" min:"1" max:"100" default:"3"`
 }
 
 // NewConfig returns a Config with every option at its default. It is the

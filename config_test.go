@@ -102,7 +102,7 @@ func TestConfigEveryExportedFieldIsAnOption(t *testing.T) {
 		assert.Contains(t, configOptions.byName, opt)
 	}
 	assert.Len(t, configOptions.list, n)
-	assert.Equal(t, 32+12, n, "go-nsq's 32 fields plus this library's 12")
+	assert.Equal(t, 32+13, n, "go-nsq's 32 fields plus this library's 13")
 }
 
 func TestNewConfigDefaults(t *testing.T) {
@@ -152,6 +152,7 @@ func TestNewConfigDefaults(t *testing.T) {
 		{"MaxBatchBytes", 1048576},
 		{"MaxPending", 65536},
 		{"MaxPendingBytes", int64(268435456)},
+		{"PoolMaxAttempts", 3},
 		{"UserAgent", "nsqkit-go-nsq/" + VERSION},
 	}
 	for _, tt := range tests {
@@ -538,6 +539,7 @@ func TestConfigBounds(t *testing.T) {
 		{opt: "max_batch_bytes", field: "MaxBatchBytes", below: 1023, min: 1024, max: 5242880, above: 5242881},
 		{opt: "max_pending", field: "MaxPending", below: 0, min: 1},
 		{opt: "max_pending_bytes", field: "MaxPendingBytes", below: int64(0), min: int64(1)},
+		{opt: "pool_max_attempts", field: "PoolMaxAttempts", below: 0, min: 1, max: 100, above: 101},
 	}
 
 	t.Run("table covers every bounded option", func(t *testing.T) {

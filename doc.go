@@ -85,6 +85,42 @@
 // after ReadTimeout, and a frame larger than Config.MaxFrameSize (or an HTTP
 // answer) is refused without being allocated.
 //
+// # Publishing to many nsqd: ProducerPool
+//
+// A [ProducerPool] publishes over many nsqd, each through its own Producer:
+// a static list ([NewProducerPool]) or the nodes nsqlookupd lists
+// ([ProducerPool.ConnectToNSQLookupd], GET /nodes every
+// Config.LookupdPollInterval). It has every publishing method of Producer,
+// with the same signatures; code written against [Publisher] takes either.
+// Publishes wait in one queue and each node that is up takes the next ones
+// while it holds fewer than three automatic batches unanswered, so a stream
+// spreads by speed and each node still batches into MPUBs. Its guarantees:
+//
+//   - Each accepted publish completes exactly once, with the same errors
+//     as a Producer's: nil means stored on one node.
+//   - A publish that never reached a node (ErrNeverSent, or nsqd's
+//     E_PUB_FAILED / E_DPUB_FAILED for a single message) goes to another
+//     node, up to Config.PoolMaxAttempts nodes and while a *Context caller's
+//     context lasts. One that may be stored (ErrUnknownOutcome, also
+//     E_MPUB_FAILED) is never sent again, so the pool never stores a
+//     publish twice; one nsqd refused (ErrProtocol) is not retried.
+//   - A node that fails to connect takes nothing until its Producer has
+//     connected again (with backoff and jitter); one that lost a connection
+//     with publishes in flight takes nothing until it has reconnected. When
+//     no node is up, queued publishes fail with ErrNeverSent within
+//     DialTimeout plus MaxReconnectBackoff. A node that stops answering
+//     holds at most its three batches (they end ErrUnknownOutcome after
+//     ReadTimeout) while the other nodes take the rest.
+//   - Order: publishes handed to one node are sent and completed in the
+//     order the pool accepted them; there is no order across nodes, so
+//     results on one doneChan may arrive out of publishing order, and a
+//     publish moved to another node completes after later ones.
+//     [ProducerPool.PublishByKey] and [ProducerPool.PublishAsyncByKey] send
+//     one key to one node, in order, while the nodes that are up do not
+//     change.
+//   - [ProducerPool.Stop] waits up to Config.StopTimeout for every accepted
+//     publish, then stops the nodes' Producers; no goroutine outlives it.
+//
 // # Reusing bodies
 //
 // A sync call's body may be reused once it returns. MultiPublishAsync copies

@@ -7,54 +7,16 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nsqkit/go-nsq"
-	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 )
-
-// The examples publish to one real nsqd, started on first use by nsqdAddr.
-// Example functions cannot register a cleanup, so it runs until the test
-// binary exits, when the kernel kills it (nsqdtest sets Pdeathsig on Linux).
-var shared struct {
-	once sync.Once
-	addr string
-	err  error
-}
-
-// nsqdAddr returns the TCP address of the examples' nsqd: in real code, the
-// address of yours, such as "127.0.0.1:4150".
-func nsqdAddr() string {
-	shared.once.Do(func() {
-		dir, err := os.MkdirTemp("", "nsq-examples-")
-		if err != nil {
-			shared.err = err
-			return
-		}
-		n, err := nsqdtest.Launch("--data-path=" + dir)
-		// Nothing will Close n. Remove its data path now, so nothing is left
-		// behind when the kernel kills it: what the examples publish stays
-		// in nsqd's memory, and nsqd only logs its failures to save
-		// metadata there.
-		os.RemoveAll(dir)
-		if err != nil {
-			shared.err = err
-			return
-		}
-		shared.addr = n.TCPAddr()
-	})
-	if shared.err != nil {
-		panic(shared.err)
-	}
-	return shared.addr
-}
 
 // This is the smallest complete use of a Producer: make it, publish, stop.
 func Example() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	// 127.0.0.1:4150 is where nsqd listens for TCP clients by default.
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -69,7 +31,7 @@ func Example() {
 }
 
 func ExampleProducer_Publish() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -82,7 +44,7 @@ func ExampleProducer_Publish() {
 }
 
 func ExampleProducer_PublishAsync() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -108,7 +70,7 @@ func ExampleProducer_PublishAsync() {
 }
 
 func ExampleProducer_MultiPublish() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -124,7 +86,7 @@ func ExampleProducer_MultiPublish() {
 }
 
 func ExampleProducer_DeferredPublish() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -137,7 +99,7 @@ func ExampleProducer_DeferredPublish() {
 }
 
 func ExampleProducer_PublishContext() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -161,7 +123,7 @@ func ExampleProducer_PublishContext() {
 func ExampleProducer_PublishAsyncContext() {
 	cfg := nsq.NewConfig()
 	cfg.MaxPending = 1 // room for a single publish awaiting its result
-	producer, err := nsq.NewProducer(nsqdAddr(), cfg)
+	producer, err := nsq.NewProducer("127.0.0.1:4150", cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -190,7 +152,7 @@ func ExampleProducer_PublishAsyncContext() {
 func ExampleProducer_TryPublishAsync() {
 	cfg := nsq.NewConfig()
 	cfg.MaxPending = 1
-	producer, err := nsq.NewProducer(nsqdAddr(), cfg)
+	producer, err := nsq.NewProducer("127.0.0.1:4150", cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -218,7 +180,7 @@ func ExampleProducer_TryPublishAsync() {
 }
 
 func ExampleProducer_Flush() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -240,7 +202,7 @@ func ExampleProducer_Flush() {
 }
 
 func ExampleProducer_Stats() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -306,7 +268,7 @@ func ExampleNewSlogLogger() {
 // ErrInvalidDelay; nothing is sent. After Stop, every call returns
 // ErrStopped.
 func Example_errors() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -327,7 +289,7 @@ func Example_errors() {
 }
 
 func ExampleProducer_MultiPublishContext() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -342,7 +304,7 @@ func ExampleProducer_MultiPublishContext() {
 }
 
 func ExampleProducer_DeferredPublishContext() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -362,7 +324,7 @@ func ExampleProducer_DeferredPublishContext() {
 }
 
 func ExampleProducer_MultiPublishAsyncContext() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -384,7 +346,7 @@ func ExampleProducer_MultiPublishAsyncContext() {
 }
 
 func ExampleProducer_DeferredPublishAsyncContext() {
-	producer, err := nsq.NewProducer(nsqdAddr(), nsq.NewConfig())
+	producer, err := nsq.NewProducer("127.0.0.1:4150", nsq.NewConfig())
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 		if fakensqd.IsMemAddr(addr) {
 			return fakensqd.DialMem(ctx, addr)
 		}
-		return d.DialContext(ctx, "tcp", addr)
+		return d.DialContext(ctx, "tcp", exampleDialAddr(addr))
 	}
 	goleak.VerifyTestMain(m, leakIgnores()...)
 }

@@ -240,21 +240,8 @@ func (l *pendingLimit) fitsLocked(size int64) bool {
 // acquire takes room for a publish of size, waiting while there is none
 // until ctx is done or stop is closed.
 func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan struct{}) error {
-	l.mu.Lock()
-	for !l.fitsLocked(size) {
-		if l.freed == nil {
-			l.freed = make(chan struct{})
-		}
-		freed := l.freed
-		l.mu.Unlock()
-		select {
-		case <-freed:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-stop:
-			return ErrStopped
-		}
-		l.mu.Lock()
+	if err := l.waitLocked(ctx, size, stop, true); err != nil {
+		return err
 	}
 	l.count++
 	l.bytes += size
@@ -266,6 +253,16 @@ func (l *pendingLimit) acquire(ctx context.Context, size int64, stop <-chan stru
 // until ctx is done or stop is closed, or, when wait is false, not at all
 // (ErrPendingFull).
 func (l *pendingLimit) waitFits(ctx context.Context, size int64, stop <-chan struct{}, wait bool) error {
+	if err := l.waitLocked(ctx, size, stop, wait); err != nil {
+		return err
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// waitLocked waits until a publish of size fits, as waitFits does, and
+// returns nil with mu held, or an error without it.
+func (l *pendingLimit) waitLocked(ctx context.Context, size int64, stop <-chan struct{}, wait bool) error {
 	l.mu.Lock()
 	for !l.fitsLocked(size) {
 		if !wait {
@@ -286,7 +283,6 @@ func (l *pendingLimit) waitFits(ctx context.Context, size int64, stop <-chan str
 		}
 		l.mu.Lock()
 	}
-	l.mu.Unlock()
 	return nil
 }
 

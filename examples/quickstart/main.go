@@ -10,138 +10,152 @@
 // to compare the producer's count with nsqd's:
 //
 //	go run ./quickstart -nsqd 127.0.0.1:4150 -nsqd-http 127.0.0.1:4151
+//
+// To publish over several nsqd with a ProducerPool, repeat -nsqd, or give
+// an nsqlookupd's HTTP address to publish to every nsqd it lists:
+//
+//	go run ./quickstart -nsqd 127.0.0.1:4150 -nsqd 127.0.0.1:5150
+//	go run ./quickstart -lookupd 127.0.0.1:4161
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"time"
 
 	"github.com/nsqkit/go-nsq"
 )
 
 const topic = "quickstart"
 
-var (
-	nsqdAddr = flag.String("nsqd", "", "TCP address (host:port) of the nsqd to publish to; empty runs one inside this program")
-	nsqdHTTP = flag.String("nsqd-http", "", "HTTP address (host:port) of that nsqd, to read its count of the topic")
-)
+// options are the command line's.
+type options struct {
+	nsqd     []string // -nsqd, repeatable: nsqd TCP addresses
+	nsqdHTTP string   // -nsqd-http: the HTTP address of the one nsqd
+	lookupd  string   // -lookupd: an nsqlookupd HTTP address
+}
 
 func main() {
+	var o options
+	flag.Func("nsqd", "TCP address (host:port) of an nsqd to publish to; repeat it to publish over several with a ProducerPool; none (and no -lookupd) runs one inside this program",
+		func(addr string) error { o.nsqd = append(o.nsqd, addr); return nil })
+	flag.StringVar(&o.nsqdHTTP, "nsqd-http", "", "HTTP address (host:port) of that nsqd, to read its count of the topic (one -nsqd only)")
+	flag.StringVar(&o.lookupd, "lookupd", "", "HTTP address (host:port) of an nsqlookupd: publish with a ProducerPool to every nsqd it lists")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *nsqdAddr, os.Stdout); err != nil {
+	if err := run(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-// run publishes to the nsqd at addr, or to one it runs itself when addr is
-// empty, and writes what happened to out.
-func run(ctx context.Context, addr string, out io.Writer) error {
-	// nsqdCount, when set, returns how many messages nsqd has received on
-	// the topic: nsqd's view, to compare with the producer's.
-	var nsqdCount func(ctx context.Context) (uint64, error)
-	if addr == "" {
-		n, stop, err := startNsqd()
-		if err != nil {
-			return err
-		}
-		defer stop()
-		addr = n.RealTCPAddr().String()
-		nsqdCount = func(context.Context) (uint64, error) { return embeddedCount(n, topic), nil }
-		fmt.Fprintln(out, "nsqd: running inside this program at", addr)
-	} else if *nsqdHTTP != "" {
-		nsqdCount = func(ctx context.Context) (uint64, error) { return httpCount(ctx, *nsqdHTTP, topic) }
-	}
-	var before uint64
-	if nsqdCount != nil {
-		var err error
-		if before, err = nsqdCount(ctx); err != nil {
-			return err
-		}
-	}
-
-	// One Producer per nsqd, shared by the whole program: it connects on the
-	// first publish and reconnects by itself.
-	producer, err := nsq.NewProducer(addr, nsq.NewConfig())
+// run publishes to the nsqd o names, or to one it runs itself when o names
+// none, and writes what happened to out.
+func run(ctx context.Context, o options, out io.Writer) error {
+	t, err := open(o, out)
 	if err != nil {
 		return err
 	}
-	defer producer.Stop()
-
-	// Publish waits for nsqd's answer: nil means the message is stored.
-	if err := producer.Publish(topic, []byte("hello")); err != nil {
-		return fmt.Errorf("Publish: %w", err)
-	}
-	fmt.Fprintln(out, `Publish: 1 message stored`)
-
-	// PublishAsync returns at once; each result arrives later on doneChan,
-	// in publishing order, carrying the args given with it.
-	doneChan := make(chan *nsq.ProducerTransaction, 10)
-	for i := range 10 {
-		body := fmt.Appendf(nil, "async message %d", i)
-		if err := producer.PublishAsync(topic, body, doneChan, i); err != nil {
-			return fmt.Errorf("PublishAsync: %w", err)
+	defer t.close()
+	var before uint64
+	if t.count != nil {
+		if before, err = t.count(ctx); err != nil {
+			return err
 		}
 	}
-	var order []int
-	for range 10 {
-		select {
-		case t := <-doneChan:
-			if t.Error != nil {
-				return fmt.Errorf("PublishAsync %d: %w", t.Args[0], t.Error)
-			}
-			order = append(order, t.Args[0].(int))
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := publishAll(ctx, t.pub, out); err != nil {
+		return err
 	}
-	fmt.Fprintln(out, "PublishAsync: 10 messages stored, results in order", order)
-
-	// MultiPublish sends its messages in one command: all stored, or none.
-	bodies := make([][]byte, 5)
-	for i := range bodies {
-		bodies[i] = fmt.Appendf(nil, "batch message %d", i)
+	// Flush waits for the answers to anything still pending; Stop then
+	// disconnects.
+	if err := t.pub.Flush(ctx); err != nil {
+		return err
 	}
-	if err := producer.MultiPublish(topic, bodies); err != nil {
-		return fmt.Errorf("MultiPublish: %w", err)
-	}
-	fmt.Fprintln(out, "MultiPublish: 5 messages stored at once")
-
-	// DeferredPublish: nsqd stores it now and hands it to consumers later.
-	if err := producer.DeferredPublish(topic, 2*time.Second, []byte("later")); err != nil {
-		return fmt.Errorf("DeferredPublish: %w", err)
-	}
-	fmt.Fprintln(out, "DeferredPublish: 1 message stored, for delivery in 2s")
-
-	// Invalid input is refused at the call; nothing reaches nsqd.
-	err = producer.Publish("bad topic", []byte("hello"))
-	if !errors.Is(err, nsq.ErrInvalidTopic) {
-		return fmt.Errorf(`Publish to "bad topic": got %v, want an ErrInvalidTopic`, err)
-	}
-	fmt.Fprintln(out, "refused:", err)
-
-	// Stop waits for the answers to anything still pending, then
-	// disconnects; Stats stays readable.
-	producer.Stop()
-	s := producer.Stats()
-	fmt.Fprintf(out, "producer: %d messages published, %d refused\n", s.Published, s.Refused)
-
-	if nsqdCount == nil {
-		fmt.Fprintln(out, "nsqd: give -nsqd-http to compare with nsqd's own count")
+	fmt.Fprintln(out, t.stats())
+	t.pub.Stop()
+	if t.count == nil {
+		fmt.Fprintln(out, "nsqd: give -nsqd-http (with one -nsqd) to compare with nsqd's own count")
 		return nil
 	}
-	after, err := nsqdCount(ctx)
+	after, err := t.count(ctx)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "nsqd: %d messages received on topic %q\n", after-before, topic)
 	return nil
+}
+
+// target is where run publishes: a Producer, or a ProducerPool. Both are
+// an nsq.Publisher, so the code that publishes does not care which.
+type target struct {
+	pub   nsq.Publisher
+	stats func() string                             // its counters
+	count func(ctx context.Context) (uint64, error) // nsqd's count of the topic; nil when unknown
+	close func()
+}
+
+// open makes the target o names: a pool for several nsqd or an nsqlookupd,
+// a Producer for one nsqd, or a Producer to an nsqd run in this program.
+func open(o options, out io.Writer) (*target, error) {
+	if len(o.nsqd) > 1 || o.lookupd != "" {
+		return openPool(o)
+	}
+	t := &target{close: func() {}}
+	addr := ""
+	if len(o.nsqd) == 1 {
+		addr = o.nsqd[0]
+		if o.nsqdHTTP != "" {
+			t.count = func(ctx context.Context) (uint64, error) { return httpCount(ctx, o.nsqdHTTP, topic) }
+		}
+	} else {
+		n, stop, err := startNsqd()
+		if err != nil {
+			return nil, err
+		}
+		t.close = stop
+		addr = n.RealTCPAddr().String()
+		t.count = func(context.Context) (uint64, error) { return embeddedCount(n, topic), nil }
+		fmt.Fprintln(out, "nsqd: running inside this program at", addr)
+	}
+	// One Producer per nsqd, shared by the whole program: it connects on the
+	// first publish and reconnects by itself.
+	producer, err := nsq.NewProducer(addr, nsq.NewConfig())
+	if err != nil {
+		t.close()
+		return nil, err
+	}
+	t.pub = producer
+	t.stats = func() string {
+		s := producer.Stats()
+		return fmt.Sprintf("producer: %d messages published, %d refused", s.Published, s.Refused)
+	}
+	return t, nil
+}
+
+// openPool makes a ProducerPool over o's nsqd and the nodes of its
+// nsqlookupd.
+func openPool(o options) (*target, error) {
+	pool, err := nsq.NewProducerPool(o.nsqd, nsq.NewConfig())
+	if err != nil {
+		return nil, err
+	}
+	if o.lookupd != "" {
+		if err := pool.ConnectToNSQLookupd(o.lookupd); err != nil {
+			pool.Stop()
+			return nil, err
+		}
+	}
+	stats := func() string {
+		s := pool.Stats()
+		line := fmt.Sprintf("pool: %d messages published, %d refused; per nsqd:", s.Published, s.Refused)
+		for _, n := range s.Nodes {
+			line += fmt.Sprintf(" %s %d", n.Addr, n.Published)
+		}
+		return line
+	}
+	return &target{pub: pool, stats: stats, close: pool.Stop}, nil
 }

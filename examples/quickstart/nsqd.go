@@ -13,8 +13,9 @@ import (
 
 // startNsqd runs nsqd v1.3.0 inside this process, listening on free ports
 // of 127.0.0.1, with its data in a temporary directory and logging only
-// warnings and errors. stop shuts it down and removes the directory.
-func startNsqd() (n *nsqd.NSQD, stop func(), err error) {
+// warnings and errors; it registers with the nsqlookupd TCP addresses
+// given, as 127.0.0.1. stop shuts it down and removes the directory.
+func startNsqd(lookupdTCP ...string) (n *nsqd.NSQD, stop func(), err error) {
 	dir, err := os.MkdirTemp("", "quickstart-nsqd-")
 	if err != nil {
 		return nil, nil, err
@@ -23,6 +24,8 @@ func startNsqd() (n *nsqd.NSQD, stop func(), err error) {
 	opts.TCPAddress = "127.0.0.1:0"
 	opts.HTTPAddress = "127.0.0.1:0"
 	opts.DataPath = dir
+	opts.NSQLookupdTCPAddresses = lookupdTCP
+	opts.BroadcastAddress = "127.0.0.1"
 	if err := opts.LogLevel.Set("warn"); err != nil {
 		return nil, nil, err
 	}

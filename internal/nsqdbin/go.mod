@@ -4,7 +4,10 @@ go 1.26
 
 replace github.com/judwhite/go-svc => github.com/mreiferson/go-svc v1.2.2-0.20210815184239-7a96e00010f6
 
-tool github.com/nsqio/nsq/apps/nsqd
+tool (
+	github.com/nsqio/nsq/apps/nsqd
+	github.com/nsqio/nsq/apps/nsqlookupd
+)
 
 require (
 	github.com/BurntSushi/toml v1.3.2 // indirect

@@ -4,6 +4,9 @@
 // NsqdVersion using the nested module in ../nsqdbin, so that the root module
 // does not need to require github.com/nsqio/nsq. See Binary.
 //
+// nsqlookupd is built the same way (LookupdBinary) and started by
+// StartLookupd; Nsqd.Pause and Resume freeze a process with SIGSTOP.
+//
 // Besides starting and controlling nsqd (Start, Nsqd), the package offers a
 // minimal raw-protocol consumer (Nsqd.Consume), TLS certificate generation
 // (GenCerts), a fake nsqd auth server (AuthServer) and a TCP proxy that can
@@ -31,10 +34,18 @@ const NsqdVersion = "v1.3.0"
 // nsqdPackage is the import path of nsqd's main package.
 const nsqdPackage = "github.com/nsqio/nsq/apps/nsqd"
 
+// nsqlookupdPackage is the import path of nsqlookupd's main package, built
+// from the same module version as nsqd.
+const nsqlookupdPackage = "github.com/nsqio/nsq/apps/nsqlookupd"
+
 var (
 	binOnce sync.Once
 	binPath string
 	binErr  error
+
+	lookupdBinOnce sync.Once
+	lookupdBinPath string
+	lookupdBinErr  error
 )
 
 // Binary returns the path of an nsqd NsqdVersion executable.
@@ -58,15 +69,27 @@ var (
 // directory does not affect it.
 func Binary() (string, error) {
 	binOnce.Do(func() {
-		binPath, binErr = findOrBuildBinary()
+		binPath, binErr = findOrBuildBinary("NSQD_BIN", nsqdPackage, "nsqd")
 	})
 	return binPath, binErr
 }
 
-func findOrBuildBinary() (string, error) {
-	if p := os.Getenv("NSQD_BIN"); p != "" {
+// LookupdBinary returns the path of an nsqlookupd NsqdVersion executable,
+// built like Binary's nsqd (from github.com/nsqio/nsq/apps/nsqlookupd, same
+// module and version), or taken from the NSQLOOKUPD_BIN environment
+// variable when it is set.
+func LookupdBinary() (string, error) {
+	lookupdBinOnce.Do(func() {
+		lookupdBinPath, lookupdBinErr = findOrBuildBinary("NSQLOOKUPD_BIN", nsqlookupdPackage, "nsqlookupd")
+	})
+	return lookupdBinPath, lookupdBinErr
+}
+
+// findOrBuildBinary returns $env when set, else builds pkg as name.
+func findOrBuildBinary(env, pkg, name string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("nsqdtest: NSQD_BIN: %w", err)
+			return "", fmt.Errorf("nsqdtest: %s: %w", env, err)
 		}
 		return p, nil
 	}
@@ -89,7 +112,7 @@ func findOrBuildBinary() (string, error) {
 	}
 	defer os.RemoveAll(tmpDir)
 
-	exe := "nsqd"
+	exe := name
 	if runtime.GOOS == "windows" {
 		exe += ".exe"
 	}
@@ -99,11 +122,11 @@ func findOrBuildBinary() (string, error) {
 	// build recognizes its build ID and skips relinking (~0.2s instead of
 	// ~1s). A failed copy only costs the relink.
 	_ = copyFile(final, tmp)
-	cmd := exec.Command("go", "build", "-o", tmp, nsqdPackage)
+	cmd := exec.Command("go", "build", "-o", tmp, pkg)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("nsqdtest: building nsqd in %s: %v\n%s", modDir, err, out)
+		return "", fmt.Errorf("nsqdtest: building %s in %s: %v\n%s", name, modDir, err, out)
 	}
 
 	if err := os.Rename(tmp, final); err != nil {

@@ -55,6 +55,7 @@ const (
 type Nsqd struct {
 	t         testing.TB
 	bin       string
+	lookupd   bool     // the process is nsqlookupd (no HTTPS listener, no data path)
 	args      []string // user arguments, without the address flags
 	wantHTTPS bool     // TLS is configured, so an HTTPS listener is expected
 
@@ -87,7 +88,9 @@ type process struct {
 //	--tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0
 //	--https-address=127.0.0.1:0 --data-path=<t.TempDir()> --log-level=info
 //
-// followed by args. If args set any of these flags, their values replace the
+// followed by args. Other nsqd flags (--lookupd-tcp-address,
+// --broadcast-address, --mem-queue-size, --sync-every, ...) pass through as
+// given. If args set any of these flags, their values replace the
 // defaults (--log-level must stay info or debug: readiness is detected from
 // info log lines, and the HTTP listener must stay enabled).
 //
@@ -286,11 +289,14 @@ func (n *Nsqd) run(attempts int) error {
 	backoff := 50 * time.Millisecond
 	for i := 1; ; i++ {
 		n.mu.Lock()
-		args := append([]string{
+		args := []string{
 			"--tcp-address=" + n.tcpAddr,
 			"--http-address=" + n.httpAddr,
-			"--https-address=" + n.httpsAddr,
-		}, n.args...)
+		}
+		if !n.lookupd {
+			args = append(args, "--https-address="+n.httpsAddr)
+		}
+		args = append(args, n.args...)
 		n.mu.Unlock()
 
 		p, err := n.launch(args)
@@ -465,6 +471,8 @@ func (n *Nsqd) stop(kill bool) {
 		_ = p.cmd.Process.Kill()
 	} else if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		_ = p.cmd.Process.Kill() // e.g. on Windows
+	} else {
+		resume(p.cmd.Process) // a paused process handles SIGTERM once continued
 	}
 	timer := time.NewTimer(stopTimeout)
 	defer timer.Stop()
@@ -562,4 +570,11 @@ func (n *Nsqd) Stats(topic string) (TopicStats, error) {
 		}
 	}
 	return TopicStats{}, nil
+}
+
+// current returns the process of the latest run, or nil.
+func (n *Nsqd) current() *process {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.proc
 }
