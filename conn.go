@@ -81,6 +81,8 @@ type Conn struct {
 	// Owned by connect, then by the write goroutine.
 	bw       *bufio.Writer
 	flushers []interface{ Flush() error } // compressor layers under bw, flushed after it
+	wdAt     time.Time                    // the write deadline as last set by the write goroutine; zero: none
+	oldest   bool                         // the request being written holds the oldest unanswered commands
 
 	// okFrame is what OnResponse gets for each "OK" when the delegate only
 	// reads it (the Producer's): one slice per Conn, so that an OK costs no
@@ -105,9 +107,10 @@ type Conn struct {
 	// writes, the read goroutine the answers it reads; both set the
 	// deadline under rdMu, so that neither undoes the other's.
 	rdMu       sync.Mutex
-	unanswered int  // commands written whose answer has not been read
-	heartbeats bool // nsqd sends heartbeats (heartbeat_interval is not -1); read-only
-	draining   bool // the write goroutine failed: the deadline is the drain's, left alone
+	rdAt       time.Time // the read deadline as last set; zero: none
+	unanswered int       // commands written whose answer has not been read
+	heartbeats bool      // nsqd sends heartbeats (heartbeat_interval is not -1); read-only
+	draining   bool      // the write goroutine failed: the deadline is the drain's, left alone
 }
 
 type connState = int32
@@ -600,7 +603,8 @@ func (c *Conn) writeFailed(err error) {
 	c.writeErr.Store(&err)
 	c.rdMu.Lock()
 	c.draining = true
-	c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	c.rdAt = time.Now().Add(time.Second)
+	c.conn.SetReadDeadline(c.rdAt)
 	c.rdMu.Unlock()
 }
 
@@ -609,17 +613,33 @@ func (c *Conn) armReadDeadline() {
 	switch {
 	case c.draining:
 	case c.unanswered > 0 || c.heartbeats:
-		c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+		c.setReadDeadline(time.Now().Add(c.config.ReadTimeout))
 	default:
-		c.conn.SetReadDeadline(time.Time{})
+		c.setReadDeadline(time.Time{})
 	}
 }
 
+// setReadDeadline sets the read deadline to at (zero: none), under rdMu.
+// A deadline that would move later by less than a millisecond (a hundredth
+// of read_timeout, if that is less) is left where it is: in a stream of
+// publishes it is set about once a millisecond instead of three times a
+// publish, and read_timeout runs out at most that much early.
+func (c *Conn) setReadDeadline(at time.Time) {
+	if at.IsZero() == c.rdAt.IsZero() {
+		if d := at.Sub(c.rdAt); d >= 0 && d < deadlineSlack(c.config.ReadTimeout) {
+			return
+		}
+	}
+	c.rdAt = at
+	c.conn.SetReadDeadline(at)
+}
+
 // commandsWriting is called by the write goroutine before it writes n
-// commands nsqd answers. It reports whether they are the oldest unanswered
-// ones: then read_timeout starts once they are written (commandsWritten),
-// and while they are being written there is no read deadline (write_timeout
-// watches the write).
+// commands nsqd answers, once it has set the write deadline. It reports
+// whether they are the oldest unanswered ones: then read_timeout starts
+// once they are written (commandsWritten), and while they are being
+// written no read deadline can end the connection (write_timeout watches
+// the write).
 func (c *Conn) commandsWriting(n int) (oldest bool) {
 	if n == 0 {
 		return false
@@ -627,11 +647,37 @@ func (c *Conn) commandsWriting(n int) (oldest bool) {
 	c.rdMu.Lock()
 	c.unanswered += n
 	oldest = c.unanswered == n
-	if oldest && c.heartbeats && !c.draining {
-		c.conn.SetReadDeadline(time.Time{}) // without heartbeats there is none already
+	if oldest {
+		c.readDeadlineAfterWrite() // without heartbeats there is none already
 	}
 	c.rdMu.Unlock()
 	return oldest
+}
+
+// readDeadlineAfterWrite, under rdMu, called by the write goroutine while it
+// writes the oldest unanswered commands, removes the read deadline unless it
+// falls a write_timeout or more after the write deadline: the write ends
+// (written, or failed at its deadline) well before it, as if there were
+// none. So in a stream of sync publishes, where the deadline set at the
+// last answer is a read_timeout away, it is left alone.
+func (c *Conn) readDeadlineAfterWrite() {
+	if c.heartbeats && !c.draining && !c.rdAt.IsZero() && c.rdAt.Sub(c.wdAt) < c.config.WriteTimeout {
+		c.setReadDeadline(time.Time{})
+	}
+}
+
+// writeDeadlineMoved is called by the write goroutine when it gives a long
+// batch a new write deadline: a read deadline left in place for the write
+// of the oldest unanswered commands must still fall well after it.
+func (c *Conn) writeDeadlineMoved() {
+	if !c.oldest {
+		return
+	}
+	c.rdMu.Lock()
+	if c.unanswered > 0 {
+		c.readDeadlineAfterWrite()
+	}
+	c.rdMu.Unlock()
 }
 
 // commandsWritten is called by the write goroutine once the oldest
@@ -722,7 +768,7 @@ func (c *Conn) writeLoop() {
 				return
 			}
 		case <-c.nopChan:
-			c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
+			c.armWriteDeadline()
 			c.bw.WriteString("NOP\n")
 			if err := c.flush(); err != nil {
 				c.writeFailed(c.ioError("write", err))
@@ -734,14 +780,36 @@ func (c *Conn) writeLoop() {
 	}
 }
 
+// armWriteDeadline gives the write about to begin write_timeout. The
+// deadline is moved only when it would move by a millisecond or more (a
+// hundredth of write_timeout, if that is less): under a stream of writes
+// it is set about once a millisecond instead of once a write, and a write
+// gets at least write_timeout minus that.
+func (c *Conn) armWriteDeadline() {
+	at := time.Now().Add(c.config.WriteTimeout)
+	if d := at.Sub(c.wdAt); !c.wdAt.IsZero() && d >= 0 && d < deadlineSlack(c.config.WriteTimeout) {
+		return
+	}
+	c.wdAt = at
+	c.conn.SetWriteDeadline(at)
+}
+
+// deadlineSlack is how much earlier than exact a deadline of timeout may
+// be left, rather than moved: setting one costs a lock and a timer update
+// in the runtime's poller, on the critical path of every sync publish.
+func deadlineSlack(timeout time.Duration) time.Duration {
+	return min(time.Millisecond, timeout/100)
+}
+
 // encodeAndFlush encodes a request and flushes it once.
 func (c *Conn) encodeAndFlush(req writeRequest) error {
 	answers := commandCount(req.txs)
 	if req.cmd != nil {
 		answers += req.cmd.answered()
 	}
+	c.armWriteDeadline()
 	oldest := c.commandsWriting(answers)
-	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
+	c.oldest = oldest
 	if req.cmd != nil {
 		req.cmd.WriteTo(c.bw)
 	}
@@ -809,7 +877,8 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 		if written > 1<<20 {
 			// A long batch: give each MiB its own write_timeout.
 			written = 0
-			c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
+			c.armWriteDeadline()
+			c.writeDeadlineMoved()
 		}
 		i += n
 	}

@@ -197,14 +197,23 @@ func (p *Producer) publishAsync(ctx context.Context, wait bool, kind txKind, top
 		p.stats.refused.Add(1)
 		return err
 	}
-	if kind == kindMPUB {
-		// go-nsq copies MultiPublishAsync's bodies at the call; callers rely on it.
-		body, bodies = encodeMPUBBody(bodies, size), nil
+	recycled := kind == kindMPUB
+	if recycled {
+		// go-nsq copies MultiPublishAsync's bodies at the call; callers
+		// rely on it. The copy goes back to mpubBodies once the publish
+		// has completed.
+		body, bodies = appendMPUBBody(mpubBodies.get(size), bodies), nil
 	}
 	// The context bounds the wait to enqueue only: the transaction is not
 	// tied to it.
-	tx := &ProducerTransaction{Args: args, doneChan: doneChan, kind: kind, topic: topic, delay: delay, body: body, size: size}
-	return p.enqueue(ctx, wait, tx)
+	tx := &ProducerTransaction{Args: args, doneChan: doneChan, kind: kind, topic: topic, delay: delay, body: body, size: size, recycled: recycled}
+	if err := p.enqueue(ctx, wait, tx); err != nil {
+		if recycled {
+			mpubBodies.put(body)
+		}
+		return err
+	}
+	return nil
 }
 
 // do runs a sync transaction: enqueue, wait, recycle.

@@ -44,6 +44,9 @@ func TestMultiPublish(t *testing.T) {
 	assert.Equal(t, int64(100), topicCount(t, n, "multi"))
 }
 
+// It takes about 5 s: nsqd v1.3.0 scans a new channel's deferred messages
+// only once it refreshes its list of channels, every 5 s (a setting it
+// does not expose).
 func TestDeferredPublish(t *testing.T) {
 	n := nsqdtest.Start(t)
 	p := newTestProducer(t, n.TCPAddr(), nil)

@@ -47,13 +47,14 @@ type router struct {
 	stopChan        <-chan struct{}             // closed by Stop
 	withdrawChan    <-chan *ProducerTransaction // sync publishes whose context ended (the Producer's)
 	writtenChan     chan error                  // the write goroutine is done with a batch: the error of writing it (room for every report not read yet: the one before each handoff, and the last)
-	responseChan    chan connFrame              // response frames of a Conn (unbuffered: keeps order)
-	errorChan       chan connFrame              // error frames of a Conn (unbuffered: keeps order)
-	closeChan       chan *Conn                  // a Conn has closed and its goroutines have exited
-	connectChan     chan connectResult          // a connection attempt has ended
-	courierDoneChan chan *courier               // a courier has finished
-	abandonChan     chan struct{}               // closed when Stop's wait runs out: couriers give up
-	exitChan        chan<- struct{}             // closed when the router has exited (the Producer's)
+	// The events of the router's Conns (frames, OnClose, connection
+	// results) and couriers, in one channel: the router's select has one
+	// case for them instead of five, and it locks every channel of its
+	// select each time it parks and wakes, twice per sync publish. A Conn's
+	// frames and its OnClose keep their order.
+	eventChan   chan routerEvent
+	abandonChan chan struct{}   // closed when Stop's wait runs out: couriers give up
+	exitChan    chan<- struct{} // closed when the router has exited (the Producer's)
 
 	// The connection in use. Every event of a Conn is matched to the one it
 	// comes from: conn, or the attempt still connecting.
@@ -117,6 +118,25 @@ type router struct {
 	release roomRelease // room of completed transactions, returned to limit once per loop, and before a sync caller's result
 }
 
+// routerEvent is one event on eventChan.
+type routerEvent struct {
+	kind    eventKind
+	conn    *Conn    // the Conn of a frame, an OnClose or a connection result
+	data    []byte   // a frame's data
+	err     error    // a connection attempt's error
+	courier *courier // a courier that has finished
+}
+
+type eventKind uint8
+
+const (
+	evResponse    eventKind = iota // a response frame of conn
+	evError                        // an error frame of conn
+	evClosed                       // conn has closed and its goroutines have exited
+	evConnected                    // a connection attempt (conn) has ended, with err
+	evCourierDone                  // courier has finished
+)
+
 type connectResult struct {
 	conn *Conn
 	err  error
@@ -162,11 +182,7 @@ func newRouter(p *Producer) *router {
 		withdrawChan:    p.withdrawChan,
 		writtenChan:     make(chan error, maxWritesInFlight+1),
 		exitChan:        p.exitChan,
-		responseChan:    make(chan connFrame),
-		errorChan:       make(chan connFrame),
-		closeChan:       make(chan *Conn, 1),
-		connectChan:     make(chan connectResult, 1),
-		courierDoneChan: make(chan *courier),
+		eventChan:       make(chan routerEvent, 1),
 		abandonChan:     make(chan struct{}),
 		timer:           time.NewTimer(time.Hour),
 	}
@@ -187,15 +203,17 @@ func (r *router) log(lvl LogLevel, format string, args ...any) {
 type producerConnDelegate struct{ r *router }
 
 func (d producerConnDelegate) OnResponse(c *Conn, data []byte) {
-	d.r.responseChan <- connFrame{c, data}
+	d.r.eventChan <- routerEvent{kind: evResponse, conn: c, data: data}
 }
-func (d producerConnDelegate) OnError(c *Conn, data []byte) { d.r.errorChan <- connFrame{c, data} }
+func (d producerConnDelegate) OnError(c *Conn, data []byte) {
+	d.r.eventChan <- routerEvent{kind: evError, conn: c, data: data}
+}
 func (d producerConnDelegate) OnIOError(c *Conn, err error) {}
 func (d producerConnDelegate) OnHeartbeat(c *Conn) {
 	d.r.stats.heartbeats.Add(1)
 	d.r.log(LogLevelDebug, "(%s) heartbeat received", d.r.addr)
 }
-func (d producerConnDelegate) OnClose(c *Conn) { d.r.closeChan <- c }
+func (d producerConnDelegate) OnClose(c *Conn) { d.r.eventChan <- routerEvent{kind: evClosed, conn: c} }
 
 // run is the router goroutine; it returns once Stop was called and every
 // accepted transaction has completed.
@@ -211,7 +229,7 @@ func (r *router) run() {
 		r.armTimer()
 
 		var writeChan chan writeRequest
-		if !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0) {
+		if r.writable() {
 			writeChan = r.conn.writeChan
 		}
 		// The write goroutine's reports are read as batches are handed
@@ -232,20 +250,9 @@ func (r *router) run() {
 		case tx := <-r.transactionChan:
 			r.accept(tx)
 			r.acceptAll()
-		case f := <-r.responseChan:
-			if r.fromConn(f) {
-				r.onResponse(f.data)
-			}
-		case f := <-r.errorChan:
-			if r.fromConn(f) {
-				r.onErrorFrame(f.data)
-			}
-		case c := <-r.closeChan:
-			r.onClosed(c)
-		case res := <-r.connectChan:
-			r.onConnected(res)
-		case c := <-r.courierDoneChan:
-			r.courierDone(c)
+			r.handOffNow()
+		case ev := <-r.eventChan:
+			r.onEvent(ev)
 		case <-r.timer.C:
 			r.timerAt = time.Time{}
 			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
@@ -259,6 +266,52 @@ func (r *router) run() {
 	}
 	r.timer.Stop()
 	r.release.to(r.limit)
+}
+
+// onEvent handles an event of a Conn or a courier.
+func (r *router) onEvent(ev routerEvent) {
+	switch ev.kind {
+	case evResponse:
+		if r.fromConn(connFrame{ev.conn, ev.data}) {
+			r.onResponse(ev.data)
+		}
+	case evError:
+		if r.fromConn(connFrame{ev.conn, ev.data}) {
+			r.onErrorFrame(ev.data)
+		}
+	case evClosed:
+		r.onClosed(ev.conn)
+	case evConnected:
+		r.onConnected(connectResult{conn: ev.conn, err: ev.err})
+	case evCourierDone:
+		r.courierDone(ev.courier)
+	default:
+		r.impossible("an event of kind %d", ev.kind)
+	}
+}
+
+// writable reports whether there is something for the write goroutine to
+// take: the prepared batch, when fewer than maxWritesInFlight batches await
+// answers, or Pings.
+func (r *router) writable() bool {
+	return r.conn != nil && !r.closing && ((len(r.prep) > 0 && r.writesInFlight < maxWritesInFlight) || len(r.pings) > 0)
+}
+
+// handOffNow hands what was just accepted to the write goroutine if it is
+// idle, without another turn of the loop: a sync publish reaches the socket
+// without a second pass through the router's select (and its locking of
+// every channel in it). When the write goroutine is busy, the loop hands the
+// batch over once it is free, as before.
+func (r *router) handOffNow() {
+	r.advance()
+	if !r.writable() {
+		return
+	}
+	select {
+	case r.conn.writeChan <- writeRequest{txs: r.prep, nops: r.pings, done: r.writtenChan}:
+		r.handedOff()
+	default:
+	}
 }
 
 // advance starts whatever can start: a connection attempt when work waits
@@ -367,7 +420,7 @@ func (r *router) startConnect() {
 	r.log(LogLevelInfo, "(%s) connecting to nsqd", r.addr)
 	go func() {
 		_, err := c.connect(ctx)
-		r.connectChan <- connectResult{conn: c, err: err}
+		r.eventChan <- routerEvent{kind: evConnected, conn: c, err: err}
 	}()
 }
 
@@ -912,6 +965,13 @@ func (r *router) expire() {
 // back only the publishers to it.
 func (r *router) complete(tx *ProducerTransaction, err error) {
 	r.count(tx, err)
+	if tx.recycled {
+		// Nothing reads the encoded body of a completed publish: nsqd
+		// answers only once it has read it all, and a publish that fails
+		// without an answer completes once the write goroutine has exited.
+		mpubBodies.put(tx.body)
+		tx.body, tx.recycled = nil, false
+	}
 	var rel roomRelease
 	rel.add(tx)
 	if tx.withdrawn {
@@ -959,7 +1019,7 @@ func (r *router) startCourier(ch chan *ProducerTransaction, tx *ProducerTransact
 	if r.couriers == nil {
 		r.couriers = make(map[chan *ProducerTransaction]*courier)
 	}
-	c := &courier{ch: ch, done: r.courierDoneChan, abandon: r.abandonChan, logs: r.logs, backlog: new(pendingLimit)}
+	c := &courier{ch: ch, done: r.eventChan, abandon: r.abandonChan, logs: r.logs, backlog: new(pendingLimit)}
 	c.backlog.init(int64(r.config.MaxPending), r.config.MaxPendingBytes)
 	c.carry(tx)
 	r.couriers[ch] = c
@@ -1018,9 +1078,9 @@ type courier struct {
 	ch chan *ProducerTransaction
 
 	// Set at creation, read-only.
-	done    chan<- *courier // told when the courier has finished
-	abandon <-chan struct{} // closed when Stop's wait runs out: drop everything
-	backlog *pendingLimit   // the results it holds, bounded like the producer's pending ones
+	done    chan<- routerEvent // told when the courier has finished (the router's eventChan)
+	abandon <-chan struct{}    // closed when Stop's wait runs out: drop everything
+	backlog *pendingLimit      // the results it holds, bounded like the producer's pending ones
 	logs    *logSink
 
 	mu       sync.Mutex
@@ -1041,7 +1101,7 @@ func (c *courier) carry(tx *ProducerTransaction) bool {
 }
 
 func (c *courier) run() {
-	defer func() { c.done <- c }()
+	defer func() { c.done <- routerEvent{kind: evCourierDone, courier: c} }()
 	for {
 		c.mu.Lock()
 		if c.q.len() == 0 {

@@ -30,6 +30,7 @@ type ProducerTransaction struct {
 	delay    time.Duration
 	size     int64           // bytes held against Config.MaxPendingBytes
 	ctx      context.Context // nil, or the publish's context: not sent once it is done
+	recycled bool            // body is MultiPublishAsync's encoded copy, from mpubBodies: the router returns it there on completion
 
 	// Written by the router only. The write goroutine reads n and
 	// groupSize of the transactions in a batch it was handed; the router
