@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
@@ -50,31 +51,33 @@ func TestTryPublishAsyncDuringStopIsStopped(t *testing.T) {
 // ("safe to retry") when the reconnect that followed failed: the failure of
 // the queue overwrote its settled outcome.
 func TestRefusedOutcomeSurvivesAFailedReconnect(t *testing.T) {
-	const reason = "E_BAD_MESSAGE MPUB message too big 2000 > 1024"
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
+	inBubble(t, func(t *testing.T) {
+		const reason = "E_BAD_MESSAGE MPUB message too big 2000 > 1024"
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
 
-	done := make(chan *ProducerTransaction, 3)
-	for i, b := range [][]byte{[]byte("m0"), make([]byte, 2000), []byte("m2")} {
-		require.NoError(t, p.PublishAsync("big", b, done, i))
-	}
-	waitAccepted(t, p)
+		done := make(chan *ProducerTransaction, 3)
+		for i, b := range [][]byte{[]byte("m0"), make([]byte, 2000), []byte("m2")} {
+			require.NoError(t, p.PublishAsync("big", b, done, i))
+		}
+		synctest.Wait()
 
-	c := s.Accept()
-	c.Handshake(nil)
-	require.Len(t, c.Expect("MPUB").Messages, 3)
-	c.Error(reason)
-	c.Close()
-	// The reconnect fails during the handshake.
-	s.Accept().Close()
+		c := s.Accept()
+		c.Handshake(nil)
+		require.Len(t, c.Expect("MPUB").Messages, 3)
+		c.Error(reason)
+		c.Close()
+		// The reconnect fails during the handshake.
+		s.Accept().Close()
 
-	var txs []*ProducerTransaction
-	for range 3 {
-		txs = append(txs, recvWithin(t, done, "PublishAsync result"))
-	}
-	assert.ErrorIs(t, txs[0].Error, ErrNeverSent)
-	assert.Equal(t, ErrProtocol{Reason: reason}, txs[1].Error, "nsqd's refusal stands")
-	assert.ErrorIs(t, txs[2].Error, ErrNeverSent)
+		var txs []*ProducerTransaction
+		for range 3 {
+			txs = append(txs, recvWithin(t, done, "PublishAsync result"))
+		}
+		assert.ErrorIs(t, txs[0].Error, ErrNeverSent)
+		assert.Equal(t, ErrProtocol{Reason: reason}, txs[1].Error, "nsqd's refusal stands")
+		assert.ErrorIs(t, txs[2].Error, ErrNeverSent)
+	})
 }
 
 // Bug 5: Flush with nothing pending dialled (waiting out any backoff) and,
