@@ -104,36 +104,38 @@ func TestFlushNeverDialsNorFailsWithTheConnection(t *testing.T) {
 // sent again as a member of a larger one kept its old count, so
 // Stats().Batches and BatchedMessages counted it as a batch of its own.
 func TestStatsCountAResentBatchHeadOnce(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	done := make(chan *ProducerTransaction, 4)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		done := make(chan *ProducerTransaction, 4)
 
-	require.NoError(t, p.PublishAsync("x", []byte("x"), done))
-	c := s.Accept()
-	c.Handshake(nil)
-	assert.Equal(t, "x", bodyOf(c.ExpectPublish()))
-	require.NoError(t, p.PublishAsync("t", []byte("a"), done))
-	assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
-	// Two writes await answers: c and d wait in the next batch, c heading
-	// an MPUB of two.
-	require.NoError(t, p.PublishAsync("t", []byte("c"), done))
-	require.NoError(t, p.PublishAsync("t", []byte("d"), done))
-	waitAccepted(t, p)
-	c.Error("E_BAD_TOPIC PUB topic name x is not valid")
-	c.Close()
+		require.NoError(t, p.PublishAsync("x", []byte("x"), done))
+		c := s.Accept()
+		c.Handshake(nil)
+		assert.Equal(t, "x", bodyOf(c.ExpectPublish()))
+		require.NoError(t, p.PublishAsync("t", []byte("a"), done))
+		assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
+		// Two writes await answers: c and d wait in the next batch, c heading
+		// an MPUB of two.
+		require.NoError(t, p.PublishAsync("t", []byte("c"), done))
+		require.NoError(t, p.PublishAsync("t", []byte("d"), done))
+		synctest.Wait()
+		c.Error("E_BAD_TOPIC PUB topic name x is not valid")
+		c.Close()
 
-	c = s.Accept()
-	c.Handshake(nil)
-	mpub := c.Expect("MPUB")
-	assert.Equal(t, []string{"a", "c", "d"}, strs(mpub.Messages))
-	c.OK()
-	assert.IsType(t, ErrProtocol{}, recvWithin(t, done, "x's result").Error)
-	for range 3 {
-		assert.NoError(t, recvWithin(t, done, "result").Error)
-	}
-	st := p.Stats()
-	assert.Equal(t, uint64(1), st.Batches)
-	assert.Equal(t, uint64(3), st.BatchedMessages)
+		c = s.Accept()
+		c.Handshake(nil)
+		mpub := c.Expect("MPUB")
+		assert.Equal(t, []string{"a", "c", "d"}, strs(mpub.Messages))
+		c.OK()
+		assert.IsType(t, ErrProtocol{}, recvWithin(t, done, "x's result").Error)
+		for range 3 {
+			assert.NoError(t, recvWithin(t, done, "result").Error)
+		}
+		st := p.Stats()
+		assert.Equal(t, uint64(1), st.Batches)
+		assert.Equal(t, uint64(3), st.BatchedMessages)
+	})
 }
 
 // Bug 1: a Conn whose OnClose reached the router before its connection
