@@ -191,34 +191,36 @@ func TestConnEndingBeforeAnAnswerBacksOff(t *testing.T) {
 // nsqd restarted with a larger limit. The limit lives with the connection
 // that stated it; bodies over it that were queued then fail at once.
 func TestLearnedLimitLivesWithItsConnection(t *testing.T) {
-	const reason = "E_BAD_MESSAGE PUB message too big 2000 > 1024"
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	big := make([]byte, 2000)
+	inBubble(t, func(t *testing.T) {
+		const reason = "E_BAD_MESSAGE PUB message too big 2000 > 1024"
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		big := make([]byte, 2000)
 
-	done := make(chan *ProducerTransaction, 2)
-	require.NoError(t, p.PublishAsync("t", big, done, "refused"))
-	c := s.Accept()
-	c.Handshake(nil)
-	assert.Len(t, c.ExpectPublish().Body, 2000)
-	// Queued behind it, unsent, when nsqd states its limit.
-	require.NoError(t, p.PublishAsync("t", big, done, "queued"))
-	waitAccepted(t, p)
-	c.Error(reason)
-	c.Close()
-	assert.Equal(t, ErrProtocol{Reason: reason}, recvWithin(t, done, "the refused one").Error)
-	queued := recvWithin(t, done, "the queued one").Error
-	assert.ErrorIs(t, queued, ErrTooLarge)
-	assert.ErrorIs(t, queued, ErrNeverSent)
-
-	// nsqd restarted with a larger limit.
-	s.Go(func(c *fakensqd.Conn) {
+		done := make(chan *ProducerTransaction, 2)
+		require.NoError(t, p.PublishAsync("t", big, done, "refused"))
+		c := s.Accept()
 		c.Handshake(nil)
-		c.ServePublishes(2)
+		assert.Len(t, c.ExpectPublish().Body, 2000)
+		// Queued behind it, unsent, when nsqd states its limit.
+		require.NoError(t, p.PublishAsync("t", big, done, "queued"))
+		synctest.Wait()
+		c.Error(reason)
+		c.Close()
+		assert.Equal(t, ErrProtocol{Reason: reason}, recvWithin(t, done, "the refused one").Error)
+		queued := recvWithin(t, done, "the queued one").Error
+		assert.ErrorIs(t, queued, ErrTooLarge)
+		assert.ErrorIs(t, queued, ErrNeverSent)
+
+		// nsqd restarted with a larger limit.
+		s.Go(func(c *fakensqd.Conn) {
+			c.Handshake(nil)
+			c.ServePublishes(2)
+		})
+		require.NoError(t, publishWithin(t, p, "t", "small")) // the new connection is in use
+		within(t, hangGuard, "Publish", func() { require.NoError(t, p.Publish("t", big)) })
+		s.Wait()
 	})
-	require.NoError(t, publishWithin(t, p, "t", "small")) // the new connection is in use
-	within(t, hangGuard, "Publish", func() { require.NoError(t, p.Publish("t", big)) })
-	s.Wait()
 }
 
 // Sim finding F5: at stop_timeout the queue failed before the closing
