@@ -227,34 +227,36 @@ func TestLearnedLimitLivesWithItsConnection(t *testing.T) {
 // connection handed its prepared batch (older) back, so a doneChan got a
 // newer result before an older one. Results stay in order.
 func TestStopTimeoutKeepsResultsInOrder(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t, "stop_timeout", "100ms"))
-	done := make(chan *ProducerTransaction, 4)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), testConfig(t, "stop_timeout", "100ms"))
+		done := make(chan *ProducerTransaction, 4)
 
-	require.NoError(t, p.PublishAsync("a", []byte("A"), done, "A"))
-	c := s.Accept()
-	c.Handshake(nil)
-	c.ExpectPublish()
-	require.NoError(t, p.PublishAsync("b", []byte("B"), done, "B"))
-	c.ExpectPublish()
-	// Two writes await answers that never come: C waits in the next batch,
-	// a Flush barrier behind it stops that batch, D waits in the queue.
-	require.NoError(t, p.PublishAsync("c", []byte("C"), done, "C"))
-	// The Flush gives up at once; its barrier stays in the queue.
-	ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
-	defer cancel()
-	assert.ErrorIs(t, p.Flush(ctx), context.DeadlineExceeded)
-	require.NoError(t, p.PublishAsync("d", []byte("D"), done, "D"))
-	waitAccepted(t, p)
+		require.NoError(t, p.PublishAsync("a", []byte("A"), done, "A"))
+		c := s.Accept()
+		c.Handshake(nil)
+		c.ExpectPublish()
+		require.NoError(t, p.PublishAsync("b", []byte("B"), done, "B"))
+		c.ExpectPublish()
+		// Two writes await answers that never come: C waits in the next batch,
+		// a Flush barrier behind it stops that batch, D waits in the queue.
+		require.NoError(t, p.PublishAsync("c", []byte("C"), done, "C"))
+		// The Flush gives up at once; its barrier stays in the queue.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+		defer cancel()
+		assert.ErrorIs(t, p.Flush(ctx), context.DeadlineExceeded)
+		require.NoError(t, p.PublishAsync("d", []byte("D"), done, "D"))
+		synctest.Wait()
 
-	within(t, hangGuard, "Stop", p.Stop)
-	var got []any
-	for range 4 {
-		tx := recvWithin(t, done, "result")
-		assert.ErrorIs(t, tx.Error, ErrNotConnected)
-		got = append(got, tx.Args[0])
-	}
-	assert.Equal(t, []any{"A", "B", "C", "D"}, got)
+		within(t, hangGuard, "Stop", p.Stop)
+		var got []any
+		for range 4 {
+			tx := recvWithin(t, done, "result")
+			assert.ErrorIs(t, tx.Error, ErrNotConnected)
+			got = append(got, tx.Args[0])
+		}
+		assert.Equal(t, []any{"A", "B", "C", "D"}, got)
+	})
 }
 
 // Bug 3 and item 2: a context call prepared behind two writes in flight,
