@@ -52,21 +52,6 @@ func recvWithin[T any](t *testing.T, ch <-chan T, what string) T {
 	return v
 }
 
-// waitAccepted waits until the router has taken every publish handed to it
-// off its inbox. The router queues what it takes before it looks at its
-// inbox again, so a connection that completes after this sees all of them
-// queued: they go out in one write.
-func waitAccepted(t *testing.T, p *Producer) {
-	t.Helper()
-	deadline := time.Now().Add(hangGuard)
-	for len(p.transactionChan) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the router did not take its %d queued publishes within %s", len(p.transactionChan), hangGuard)
-		}
-		runtime.Gosched()
-	}
-}
-
 // producerLogLines returns the producer's log lines from now on.
 func producerLogLines(p *Producer) <-chan string {
 	return p.logs.logger[LogLevelDebug].(*testLogger).watch(256)

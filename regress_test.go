@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"runtime"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -264,55 +263,46 @@ func TestStopTimeoutKeepsResultsInOrder(t *testing.T) {
 // had put in its buffer since. It is never handed to the writer, and the
 // call says so: ErrNeverSent, beside the context's error.
 func TestContextEndedBeforeHandoffIsNeverSent(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	done := make(chan *ProducerTransaction, 2)
-	require.NoError(t, p.PublishAsync("a", []byte("a"), done))
-	c := s.Accept()
-	c.Handshake(nil)
-	assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
-	require.NoError(t, p.PublishAsync("b", []byte("b"), done))
-	assert.Equal(t, "b", bodyOf(c.ExpectPublish()))
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		done := make(chan *ProducerTransaction, 2)
+		require.NoError(t, p.PublishAsync("a", []byte("a"), done))
+		c := s.Accept()
+		c.Handshake(nil)
+		assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
+		require.NoError(t, p.PublishAsync("b", []byte("b"), done))
+		assert.Equal(t, "b", bodyOf(c.ExpectPublish()))
 
-	// Two writes await answers: these wait for the next batch.
-	ctx, cancel := context.WithCancel(t.Context())
-	body, bodies := []byte("ctx"), [][]byte{[]byte("ctx1"), []byte("ctx2")}
-	res := make(chan error, 2)
-	go func() { res <- p.PublishContext(ctx, "c", body) }()
-	go func() { res <- p.MultiPublishContext(ctx, "c", bodies) }()
-	waitPendingCount(t, p, 4)
-	cancel()
-	for range 2 {
-		err := recvWithin(t, res, "the cancelled call")
-		assert.ErrorIs(t, err, ErrNeverSent)
-		assert.ErrorIs(t, err, context.Canceled)
-	}
-	// The caller reuses its buffers.
-	copy(body, "!!!")
-	copy(bodies[0], "!!!!")
-
-	c.OK()
-	c.OK()
-	after := publishInBackground(p, "d", "after")
-	assert.Equal(t, "after", bodyOf(c.ExpectPublish()), "the cancelled publishes were sent")
-	c.OK()
-	assert.NoError(t, recvWithin(t, after, "Publish"))
-	for range 2 {
-		assert.NoError(t, recvWithin(t, done, "result").Error)
-	}
-	assert.Equal(t, uint64(3), p.Stats().NeverSent, "a PUB and an MPUB of 2")
-}
-
-// waitPendingCount waits until n publishes hold room under the pending
-// limits, and the router has taken them from its inbox.
-func waitPendingCount(t *testing.T, p *Producer, n int64) {
-	t.Helper()
-	within(t, hangGuard, "publishes to be accepted", func() {
-		for p.Stats().Pending < n {
-			runtime.Gosched()
+		// Two writes await answers: these wait for the next batch.
+		ctx, cancel := context.WithCancel(t.Context())
+		body, bodies := []byte("ctx"), [][]byte{[]byte("ctx1"), []byte("ctx2")}
+		res := make(chan error, 2)
+		go func() { res <- p.PublishContext(ctx, "c", body) }()
+		go func() { res <- p.MultiPublishContext(ctx, "c", bodies) }()
+		synctest.Wait() // both calls hold room, and the router has taken them
+		require.Equal(t, int64(4), p.Stats().Pending, "a, b and the two context calls")
+		cancel()
+		for range 2 {
+			err := recvWithin(t, res, "the cancelled call")
+			assert.ErrorIs(t, err, ErrNeverSent)
+			assert.ErrorIs(t, err, context.Canceled)
 		}
+		// The caller reuses its buffers.
+		copy(body, "!!!")
+		copy(bodies[0], "!!!!")
+
+		c.OK()
+		c.OK()
+		after := publishInBackground(p, "d", "after")
+		assert.Equal(t, "after", bodyOf(c.ExpectPublish()), "the cancelled publishes were sent")
+		c.OK()
+		assert.NoError(t, recvWithin(t, after, "Publish"))
+		for range 2 {
+			assert.NoError(t, recvWithin(t, done, "result").Error)
+		}
+		assert.Equal(t, uint64(3), p.Stats().NeverSent, "a PUB and an MPUB of 2")
 	})
-	waitAccepted(t, p)
 }
 
 // Bug 7 and item 2: a context call returned when its context ended while
