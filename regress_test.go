@@ -165,26 +165,28 @@ func TestConnClosedBeforeInstalledIsNeverUsed(t *testing.T) {
 // connection that ends before nsqd answered anything on it (and within
 // provingTime) is a failed attempt: the next waits for the backoff.
 func TestConnEndingBeforeAnAnswerBacksOff(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t,
-		"reconnect_backoff", "1h", "max_reconnect_backoff", "1h", "stop_timeout", "100ms"))
-	done := make(chan *ProducerTransaction, 2)
-	require.NoError(t, p.PublishAsync("t", []byte("first"), done))
-	c := s.Accept()
-	c.Handshake(nil)
-	c.Close()
-	assert.ErrorIs(t, recvWithin(t, done, "the first result").Error, ErrNotConnected)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), testConfig(t,
+			"reconnect_backoff", "1h", "max_reconnect_backoff", "1h", "stop_timeout", "100ms"))
+		done := make(chan *ProducerTransaction, 2)
+		require.NoError(t, p.PublishAsync("t", []byte("first"), done))
+		c := s.Accept()
+		c.Handshake(nil)
+		c.Close()
+		assert.ErrorIs(t, recvWithin(t, done, "the first result").Error, ErrNotConnected)
 
-	// Within the backoff: no connection attempt; Stop's deadline fails it.
-	require.NoError(t, p.PublishAsync("t", []byte("second"), done))
-	within(t, hangGuard, "Stop", p.Stop)
-	second := recvWithin(t, done, "the second result").Error
-	assert.ErrorIs(t, second, ErrNeverSent)
-	assert.ErrorIs(t, second, errStopTimeout, "no attempt was made within the backoff")
-	// One attempt only. (It counts as a connect failure when its OnClose
-	// came before its connection result: it was never installed.)
-	st := p.Stats()
-	assert.Equal(t, uint64(1), st.Connects+st.ConnectFailures, "no second attempt")
+		// Within the backoff: no connection attempt; Stop's deadline fails it.
+		require.NoError(t, p.PublishAsync("t", []byte("second"), done))
+		within(t, hangGuard, "Stop", p.Stop)
+		second := recvWithin(t, done, "the second result").Error
+		assert.ErrorIs(t, second, ErrNeverSent)
+		assert.ErrorIs(t, second, errStopTimeout, "no attempt was made within the backoff")
+		// One attempt only. (It counts as a connect failure when its OnClose
+		// came before its connection result: it was never installed.)
+		st := p.Stats()
+		assert.Equal(t, uint64(1), st.Connects+st.ConnectFailures, "no second attempt")
+	})
 }
 
 // Bug 8: after one nsqd said "too big 2000 > 1024", every later 2000-byte
