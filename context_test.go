@@ -75,26 +75,28 @@ func TestPublishContextCancelledWhileWaiting(t *testing.T) {
 // A publish whose context ends while it is still queued (here: while the
 // connection is being made) is never sent.
 func TestPublishContextCancelledWhileConnecting(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- p.PublishContext(ctx, "ctx", []byte("abandoned")) }()
-	conn := s.Accept() // connected; the fake holds the handshake until the publish gives up
-	var err error
-	within(t, 5*time.Second, "PublishContext while connecting", func() { err = <-errc })
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() { errc <- p.PublishContext(ctx, "ctx", []byte("abandoned")) }()
+		conn := s.Accept() // connected; the fake holds the handshake until the publish gives up
+		var err error
+		within(t, 5*time.Second, "PublishContext while connecting", func() { err = <-errc })
+		require.ErrorIs(t, err, context.DeadlineExceeded)
 
-	second := make(chan error, 1)
-	go func() { second <- p.Publish("ctx", []byte("kept")) }()
-	conn.Handshake(nil)
-	cmd := conn.Expect("PUB")
-	assert.Equal(t, "kept", string(cmd.Body), "the abandoned publish must not be sent")
-	conn.OK()
-	within(t, 5*time.Second, "Publish", func() { err = <-second })
-	require.NoError(t, err)
-	assert.Equal(t, uint64(1), p.Stats().NeverSent)
+		second := make(chan error, 1)
+		go func() { second <- p.Publish("ctx", []byte("kept")) }()
+		conn.Handshake(nil)
+		cmd := conn.Expect("PUB")
+		assert.Equal(t, "kept", string(cmd.Body), "the abandoned publish must not be sent")
+		conn.OK()
+		within(t, 5*time.Second, "Publish", func() { err = <-second })
+		require.NoError(t, err)
+		assert.Equal(t, uint64(1), p.Stats().NeverSent)
+	})
 }
 
 func TestBackpressure(t *testing.T) {
