@@ -430,20 +430,22 @@ func TestConnReadTimeoutStartsOnceWritten(t *testing.T) {
 // An idle producer without heartbeats keeps its connection: it is not torn
 // down (and logged as an error) every read_timeout.
 func TestIdleProducerWithoutHeartbeatsKeepsItsConnection(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t, "read_timeout", "100ms", "heartbeat_interval", -1))
-	s.Go(func(c *fakensqd.Conn) {
-		c.Handshake(nil)
-		c.Expect("PUB")
-		c.OK()
-		c.Expect("PUB") // on the same connection
-		c.OK()
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), testConfig(t, "read_timeout", "100ms", "heartbeat_interval", -1))
+		s.Go(func(c *fakensqd.Conn) {
+			c.Handshake(nil)
+			c.Expect("PUB")
+			c.OK()
+			c.Expect("PUB") // on the same connection
+			c.OK()
+		})
+		require.NoError(t, publishWithin(t, p, "idle", "1"))
+		time.Sleep(500 * time.Millisecond) // five read_timeouts of idleness
+		require.NoError(t, publishWithin(t, p, "idle", "2"))
+		s.Wait()
+		st := p.Stats()
+		assert.Equal(t, uint64(1), st.Connects)
+		assert.Equal(t, uint64(0), st.Reconnects)
 	})
-	require.NoError(t, publishWithin(t, p, "idle", "1"))
-	time.Sleep(500 * time.Millisecond) // five read_timeouts of idleness
-	require.NoError(t, publishWithin(t, p, "idle", "2"))
-	s.Wait()
-	st := p.Stats()
-	assert.Equal(t, uint64(1), st.Connects)
-	assert.Equal(t, uint64(0), st.Reconnects)
 }

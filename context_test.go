@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
@@ -75,65 +76,70 @@ func TestPublishContextCancelledWhileWaiting(t *testing.T) {
 // A publish whose context ends while it is still queued (here: while the
 // connection is being made) is never sent.
 func TestPublishContextCancelledWhileConnecting(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- p.PublishContext(ctx, "ctx", []byte("abandoned")) }()
-	conn := s.Accept() // connected; the fake holds the handshake until the publish gives up
-	var err error
-	within(t, 5*time.Second, "PublishContext while connecting", func() { err = <-errc })
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() { errc <- p.PublishContext(ctx, "ctx", []byte("abandoned")) }()
+		conn := s.Accept() // connected; the fake holds the handshake until the publish gives up
+		var err error
+		within(t, 5*time.Second, "PublishContext while connecting", func() { err = <-errc })
+		require.ErrorIs(t, err, context.DeadlineExceeded)
 
-	second := make(chan error, 1)
-	go func() { second <- p.Publish("ctx", []byte("kept")) }()
-	conn.Handshake(nil)
-	cmd := conn.Expect("PUB")
-	assert.Equal(t, "kept", string(cmd.Body), "the abandoned publish must not be sent")
-	conn.OK()
-	within(t, 5*time.Second, "Publish", func() { err = <-second })
-	require.NoError(t, err)
-	assert.Equal(t, uint64(1), p.Stats().NeverSent)
+		second := make(chan error, 1)
+		go func() { second <- p.Publish("ctx", []byte("kept")) }()
+		conn.Handshake(nil)
+		cmd := conn.Expect("PUB")
+		assert.Equal(t, "kept", string(cmd.Body), "the abandoned publish must not be sent")
+		conn.OK()
+		within(t, 5*time.Second, "Publish", func() { err = <-second })
+		require.NoError(t, err)
+		assert.Equal(t, uint64(1), p.Stats().NeverSent)
+	})
 }
 
 func TestBackpressure(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t, "max_pending", 2, "auto_batch", false))
-	done := make(chan *ProducerTransaction, 3)
-	require.NoError(t, p.PublishAsync("bp", []byte("1"), done))
-	require.NoError(t, p.PublishAsync("bp", []byte("2"), done))
-	conn := s.Accept()
-	conn.Handshake(nil)
-	conn.Expect("PUB")
-	conn.Expect("PUB")
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), testConfig(t, "max_pending", 2, "auto_batch", false))
+		done := make(chan *ProducerTransaction, 3)
+		require.NoError(t, p.PublishAsync("bp", []byte("1"), done))
+		require.NoError(t, p.PublishAsync("bp", []byte("2"), done))
+		conn := s.Accept()
+		conn.Handshake(nil)
+		conn.Expect("PUB")
+		conn.Expect("PUB")
 
-	assert.Same(t, ErrPendingFull, p.TryPublishAsync("bp", []byte("3"), done))
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	assert.Equal(t, context.DeadlineExceeded, p.PublishAsyncContext(ctx, "bp", []byte("3"), done))
-	st := p.Stats()
-	assert.Equal(t, int64(2), st.Pending)
-	assert.Equal(t, int64(2), st.PendingBytes)
-	assert.Equal(t, uint64(1), st.Refused)
+		assert.Same(t, ErrPendingFull, p.TryPublishAsync("bp", []byte("3"), done))
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		assert.Equal(t, context.DeadlineExceeded, p.PublishAsyncContext(ctx, "bp", []byte("3"), done))
+		st := p.Stats()
+		assert.Equal(t, int64(2), st.Pending)
+		assert.Equal(t, int64(2), st.PendingBytes)
+		assert.Equal(t, uint64(1), st.Refused)
 
-	blocked := make(chan error, 1)
-	go func() { blocked <- p.PublishAsync("bp", []byte("3"), done) }()
-	select {
-	case err := <-blocked:
-		t.Fatalf("PublishAsync returned %v while 2 publishes were pending", err)
-	case <-ctx.Done(): // the producer had the time to take it, and did not
-	}
-	conn.OK()
-	var err error
-	within(t, 5*time.Second, "the blocked PublishAsync", func() { err = <-blocked })
-	require.NoError(t, err)
-	conn.OK()
-	assert.Equal(t, "3", string(conn.Expect("PUB").Body))
-	conn.OK()
-	for i := 0; i < 3; i++ {
-		assert.NoError(t, (<-done).Error)
-	}
+		blocked := make(chan error, 1)
+		go func() { blocked <- p.PublishAsync("bp", []byte("3"), done) }()
+		synctest.Wait() // the producer has had every chance to take it
+		select {
+		case err := <-blocked:
+			t.Fatalf("PublishAsync returned %v while 2 publishes were pending", err)
+		default: // and did not
+		}
+		conn.OK()
+		var err error
+		within(t, 5*time.Second, "the blocked PublishAsync", func() { err = <-blocked })
+		require.NoError(t, err)
+		conn.OK()
+		assert.Equal(t, "3", string(conn.Expect("PUB").Body))
+		conn.OK()
+		for i := 0; i < 3; i++ {
+			assert.NoError(t, (<-done).Error)
+		}
+	})
 }
 
 func TestFlush(t *testing.T) {

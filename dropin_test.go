@@ -142,7 +142,7 @@ func TestGoNSQProducerPublishAsyncAndMultiPublishAsync(t *testing.T) {
 
 // go-nsq's TestProducerHeartbeat: a heartbeat interval nsqd refuses fails
 // Publish with the ErrIdentify value itself; one it accepts keeps the
-// connection through an idle pause longer than the interval.
+// connection through an idle pause until nsqd's heartbeat, which it answers.
 func TestGoNSQProducerHeartbeat(t *testing.T) {
 	n := nsqdtest.Start(t)
 	cfg := NewConfig()
@@ -157,8 +157,11 @@ func TestGoNSQProducerHeartbeat(t *testing.T) {
 	cfg = NewConfig()
 	cfg.HeartbeatInterval = 1000 * time.Millisecond
 	p = newTestProducer(t, n.TCPAddr(), cfg)
+	lines := producerLogLines(p)
 	require.NoError(t, p.Publish("heartbeat", []byte("publish_test_case")))
-	time.Sleep(1100 * time.Millisecond) // idle for longer than the interval, as go-nsq's test
+	// Idle until nsqd's heartbeat comes (go-nsq's test sleeps longer than
+	// the interval and hopes one came).
+	waitLine(t, lines, "heartbeat received", hangGuard)
 	for range 10 {
 		require.NoError(t, p.Publish("heartbeat", []byte("publish_test_case")))
 	}

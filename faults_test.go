@@ -52,21 +52,6 @@ func recvWithin[T any](t *testing.T, ch <-chan T, what string) T {
 	return v
 }
 
-// waitAccepted waits until the router has taken every publish handed to it
-// off its inbox. The router queues what it takes before it looks at its
-// inbox again, so a connection that completes after this sees all of them
-// queued: they go out in one write.
-func waitAccepted(t *testing.T, p *Producer) {
-	t.Helper()
-	deadline := time.Now().Add(hangGuard)
-	for len(p.transactionChan) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the router did not take its %d queued publishes within %s", len(p.transactionChan), hangGuard)
-		}
-		runtime.Gosched()
-	}
-}
-
 // producerLogLines returns the producer's log lines from now on.
 func producerLogLines(p *Producer) <-chan string {
 	return p.logs.logger[LogLevelDebug].(*testLogger).watch(256)
@@ -344,31 +329,33 @@ func TestFaultBadFrames(t *testing.T) {
 			FrameError{Reason: "unexpected frame type 2 on a producer connection"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := fakensqd.New(t)
-			p := newTestProducer(t, s.Addr(), nil)
+			inBubble(t, func(t *testing.T) {
+				s := fakensqd.NewMem(t)
+				p := newTestProducer(t, s.Addr(), nil)
 
-			s.Go(func(c *fakensqd.Conn) {
-				c.Handshake(nil)
-				c.Expect("PUB")
-				c.WriteRaw(tc.raw)
-				c.ExpectClosed(5 * time.Second)
+				s.Go(func(c *fakensqd.Conn) {
+					c.Handshake(nil)
+					c.Expect("PUB")
+					c.WriteRaw(tc.raw)
+					c.ExpectClosed(5 * time.Second)
+				})
+				s.Go(func(c *fakensqd.Conn) {
+					c.Handshake(nil)
+					assert.Equal(t, "after", bodyOf(c.Expect("PUB")))
+					c.OK()
+				})
+
+				err := publishWithin(t, p, "bad", "x")
+				require.ErrorIs(t, err, ErrUnknownOutcome)
+				var ferr *FrameError
+				require.ErrorAs(t, err, &ferr)
+				assert.Equal(t, tc.want, *ferr)
+				assert.Equal(t, "not connected: connection lost before nsqd answered, outcome unknown: nsq: bad frame from server: "+tc.want.Reason, err.Error())
+
+				require.NoError(t, publishWithin(t, p, "bad", "after"))
+				s.Wait()
+				assert.Equal(t, uint64(2), p.Stats().Connects)
 			})
-			s.Go(func(c *fakensqd.Conn) {
-				c.Handshake(nil)
-				assert.Equal(t, "after", bodyOf(c.Expect("PUB")))
-				c.OK()
-			})
-
-			err := publishWithin(t, p, "bad", "x")
-			require.ErrorIs(t, err, ErrUnknownOutcome)
-			var ferr *FrameError
-			require.ErrorAs(t, err, &ferr)
-			assert.Equal(t, tc.want, *ferr)
-			assert.Equal(t, "not connected: connection lost before nsqd answered, outcome unknown: nsq: bad frame from server: "+tc.want.Reason, err.Error())
-
-			require.NoError(t, publishWithin(t, p, "bad", "after"))
-			s.Wait()
-			assert.Equal(t, uint64(2), p.Stats().Connects)
 		})
 	}
 }

@@ -5,8 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"runtime"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
@@ -21,60 +21,64 @@ import (
 // Bug 10: TryPublishAsync after Stop began returned ErrPendingFull ("retry
 // later") when the limit was full, though no retry can succeed.
 func TestTryPublishAsyncDuringStopIsStopped(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t, "max_pending", 1, "stop_timeout", "200ms"))
-	s.Go(func(c *fakensqd.Conn) {
-		c.Handshake(nil)
-		c.ExpectPublish() // never answered: the one publish keeps the limit full
-		c.ExpectClosed(hangGuard)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), testConfig(t, "max_pending", 1, "stop_timeout", "200ms"))
+		s.Go(func(c *fakensqd.Conn) {
+			c.Handshake(nil)
+			c.ExpectPublish() // never answered: the one publish keeps the limit full
+			c.ExpectClosed(hangGuard)
+		})
+		done := make(chan *ProducerTransaction, 1)
+		require.NoError(t, p.PublishAsync("t", []byte("held"), done))
+
+		stopped := make(chan struct{})
+		go func() {
+			p.Stop() // waits stop_timeout for the unanswered publish
+			close(stopped)
+		}()
+		// A publish waiting for room returns once Stop has begun.
+		assert.Same(t, ErrStopped, publishWithin(t, p, "t", "waits"))
+		assert.Same(t, ErrStopped, p.TryPublishAsync("t", []byte("try"), done))
+
+		recvWithin(t, stopped, "Stop")
+		tx := recvWithin(t, done, "the held publish's result")
+		assert.ErrorIs(t, tx.Error, ErrUnknownOutcome)
+		s.Wait()
 	})
-	done := make(chan *ProducerTransaction, 1)
-	require.NoError(t, p.PublishAsync("t", []byte("held"), done))
-
-	stopped := make(chan struct{})
-	go func() {
-		p.Stop() // waits stop_timeout for the unanswered publish
-		close(stopped)
-	}()
-	// A publish waiting for room returns once Stop has begun.
-	assert.Same(t, ErrStopped, publishWithin(t, p, "t", "waits"))
-	assert.Same(t, ErrStopped, p.TryPublishAsync("t", []byte("try"), done))
-
-	recvWithin(t, stopped, "Stop")
-	tx := recvWithin(t, done, "the held publish's result")
-	assert.ErrorIs(t, tx.Error, ErrUnknownOutcome)
-	s.Wait()
 }
 
 // Bug 9: a message nsqd refused (ErrProtocol) was reported ErrNeverSent
 // ("safe to retry") when the reconnect that followed failed: the failure of
 // the queue overwrote its settled outcome.
 func TestRefusedOutcomeSurvivesAFailedReconnect(t *testing.T) {
-	const reason = "E_BAD_MESSAGE MPUB message too big 2000 > 1024"
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
+	inBubble(t, func(t *testing.T) {
+		const reason = "E_BAD_MESSAGE MPUB message too big 2000 > 1024"
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
 
-	done := make(chan *ProducerTransaction, 3)
-	for i, b := range [][]byte{[]byte("m0"), make([]byte, 2000), []byte("m2")} {
-		require.NoError(t, p.PublishAsync("big", b, done, i))
-	}
-	waitAccepted(t, p)
+		done := make(chan *ProducerTransaction, 3)
+		for i, b := range [][]byte{[]byte("m0"), make([]byte, 2000), []byte("m2")} {
+			require.NoError(t, p.PublishAsync("big", b, done, i))
+		}
+		synctest.Wait()
 
-	c := s.Accept()
-	c.Handshake(nil)
-	require.Len(t, c.Expect("MPUB").Messages, 3)
-	c.Error(reason)
-	c.Close()
-	// The reconnect fails during the handshake.
-	s.Accept().Close()
+		c := s.Accept()
+		c.Handshake(nil)
+		require.Len(t, c.Expect("MPUB").Messages, 3)
+		c.Error(reason)
+		c.Close()
+		// The reconnect fails during the handshake.
+		s.Accept().Close()
 
-	var txs []*ProducerTransaction
-	for range 3 {
-		txs = append(txs, recvWithin(t, done, "PublishAsync result"))
-	}
-	assert.ErrorIs(t, txs[0].Error, ErrNeverSent)
-	assert.Equal(t, ErrProtocol{Reason: reason}, txs[1].Error, "nsqd's refusal stands")
-	assert.ErrorIs(t, txs[2].Error, ErrNeverSent)
+		var txs []*ProducerTransaction
+		for range 3 {
+			txs = append(txs, recvWithin(t, done, "PublishAsync result"))
+		}
+		assert.ErrorIs(t, txs[0].Error, ErrNeverSent)
+		assert.Equal(t, ErrProtocol{Reason: reason}, txs[1].Error, "nsqd's refusal stands")
+		assert.ErrorIs(t, txs[2].Error, ErrNeverSent)
+	})
 }
 
 // Bug 5: Flush with nothing pending dialled (waiting out any backoff) and,
@@ -101,36 +105,38 @@ func TestFlushNeverDialsNorFailsWithTheConnection(t *testing.T) {
 // sent again as a member of a larger one kept its old count, so
 // Stats().Batches and BatchedMessages counted it as a batch of its own.
 func TestStatsCountAResentBatchHeadOnce(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	done := make(chan *ProducerTransaction, 4)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		done := make(chan *ProducerTransaction, 4)
 
-	require.NoError(t, p.PublishAsync("x", []byte("x"), done))
-	c := s.Accept()
-	c.Handshake(nil)
-	assert.Equal(t, "x", bodyOf(c.ExpectPublish()))
-	require.NoError(t, p.PublishAsync("t", []byte("a"), done))
-	assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
-	// Two writes await answers: c and d wait in the next batch, c heading
-	// an MPUB of two.
-	require.NoError(t, p.PublishAsync("t", []byte("c"), done))
-	require.NoError(t, p.PublishAsync("t", []byte("d"), done))
-	waitAccepted(t, p)
-	c.Error("E_BAD_TOPIC PUB topic name x is not valid")
-	c.Close()
+		require.NoError(t, p.PublishAsync("x", []byte("x"), done))
+		c := s.Accept()
+		c.Handshake(nil)
+		assert.Equal(t, "x", bodyOf(c.ExpectPublish()))
+		require.NoError(t, p.PublishAsync("t", []byte("a"), done))
+		assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
+		// Two writes await answers: c and d wait in the next batch, c heading
+		// an MPUB of two.
+		require.NoError(t, p.PublishAsync("t", []byte("c"), done))
+		require.NoError(t, p.PublishAsync("t", []byte("d"), done))
+		synctest.Wait()
+		c.Error("E_BAD_TOPIC PUB topic name x is not valid")
+		c.Close()
 
-	c = s.Accept()
-	c.Handshake(nil)
-	mpub := c.Expect("MPUB")
-	assert.Equal(t, []string{"a", "c", "d"}, strs(mpub.Messages))
-	c.OK()
-	assert.IsType(t, ErrProtocol{}, recvWithin(t, done, "x's result").Error)
-	for range 3 {
-		assert.NoError(t, recvWithin(t, done, "result").Error)
-	}
-	st := p.Stats()
-	assert.Equal(t, uint64(1), st.Batches)
-	assert.Equal(t, uint64(3), st.BatchedMessages)
+		c = s.Accept()
+		c.Handshake(nil)
+		mpub := c.Expect("MPUB")
+		assert.Equal(t, []string{"a", "c", "d"}, strs(mpub.Messages))
+		c.OK()
+		assert.IsType(t, ErrProtocol{}, recvWithin(t, done, "x's result").Error)
+		for range 3 {
+			assert.NoError(t, recvWithin(t, done, "result").Error)
+		}
+		st := p.Stats()
+		assert.Equal(t, uint64(1), st.Batches)
+		assert.Equal(t, uint64(3), st.BatchedMessages)
+	})
 }
 
 // Bug 1: a Conn whose OnClose reached the router before its connection
@@ -159,26 +165,28 @@ func TestConnClosedBeforeInstalledIsNeverUsed(t *testing.T) {
 // connection that ends before nsqd answered anything on it (and within
 // provingTime) is a failed attempt: the next waits for the backoff.
 func TestConnEndingBeforeAnAnswerBacksOff(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t,
-		"reconnect_backoff", "1h", "max_reconnect_backoff", "1h", "stop_timeout", "100ms"))
-	done := make(chan *ProducerTransaction, 2)
-	require.NoError(t, p.PublishAsync("t", []byte("first"), done))
-	c := s.Accept()
-	c.Handshake(nil)
-	c.Close()
-	assert.ErrorIs(t, recvWithin(t, done, "the first result").Error, ErrNotConnected)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), testConfig(t,
+			"reconnect_backoff", "1h", "max_reconnect_backoff", "1h", "stop_timeout", "100ms"))
+		done := make(chan *ProducerTransaction, 2)
+		require.NoError(t, p.PublishAsync("t", []byte("first"), done))
+		c := s.Accept()
+		c.Handshake(nil)
+		c.Close()
+		assert.ErrorIs(t, recvWithin(t, done, "the first result").Error, ErrNotConnected)
 
-	// Within the backoff: no connection attempt; Stop's deadline fails it.
-	require.NoError(t, p.PublishAsync("t", []byte("second"), done))
-	within(t, hangGuard, "Stop", p.Stop)
-	second := recvWithin(t, done, "the second result").Error
-	assert.ErrorIs(t, second, ErrNeverSent)
-	assert.ErrorIs(t, second, errStopTimeout, "no attempt was made within the backoff")
-	// One attempt only. (It counts as a connect failure when its OnClose
-	// came before its connection result: it was never installed.)
-	st := p.Stats()
-	assert.Equal(t, uint64(1), st.Connects+st.ConnectFailures, "no second attempt")
+		// Within the backoff: no connection attempt; Stop's deadline fails it.
+		require.NoError(t, p.PublishAsync("t", []byte("second"), done))
+		within(t, hangGuard, "Stop", p.Stop)
+		second := recvWithin(t, done, "the second result").Error
+		assert.ErrorIs(t, second, ErrNeverSent)
+		assert.ErrorIs(t, second, errStopTimeout, "no attempt was made within the backoff")
+		// One attempt only. (It counts as a connect failure when its OnClose
+		// came before its connection result: it was never installed.)
+		st := p.Stats()
+		assert.Equal(t, uint64(1), st.Connects+st.ConnectFailures, "no second attempt")
+	})
 }
 
 // Bug 8: after one nsqd said "too big 2000 > 1024", every later 2000-byte
@@ -186,68 +194,72 @@ func TestConnEndingBeforeAnAnswerBacksOff(t *testing.T) {
 // nsqd restarted with a larger limit. The limit lives with the connection
 // that stated it; bodies over it that were queued then fail at once.
 func TestLearnedLimitLivesWithItsConnection(t *testing.T) {
-	const reason = "E_BAD_MESSAGE PUB message too big 2000 > 1024"
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	big := make([]byte, 2000)
+	inBubble(t, func(t *testing.T) {
+		const reason = "E_BAD_MESSAGE PUB message too big 2000 > 1024"
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		big := make([]byte, 2000)
 
-	done := make(chan *ProducerTransaction, 2)
-	require.NoError(t, p.PublishAsync("t", big, done, "refused"))
-	c := s.Accept()
-	c.Handshake(nil)
-	assert.Len(t, c.ExpectPublish().Body, 2000)
-	// Queued behind it, unsent, when nsqd states its limit.
-	require.NoError(t, p.PublishAsync("t", big, done, "queued"))
-	waitAccepted(t, p)
-	c.Error(reason)
-	c.Close()
-	assert.Equal(t, ErrProtocol{Reason: reason}, recvWithin(t, done, "the refused one").Error)
-	queued := recvWithin(t, done, "the queued one").Error
-	assert.ErrorIs(t, queued, ErrTooLarge)
-	assert.ErrorIs(t, queued, ErrNeverSent)
-
-	// nsqd restarted with a larger limit.
-	s.Go(func(c *fakensqd.Conn) {
+		done := make(chan *ProducerTransaction, 2)
+		require.NoError(t, p.PublishAsync("t", big, done, "refused"))
+		c := s.Accept()
 		c.Handshake(nil)
-		c.ServePublishes(2)
+		assert.Len(t, c.ExpectPublish().Body, 2000)
+		// Queued behind it, unsent, when nsqd states its limit.
+		require.NoError(t, p.PublishAsync("t", big, done, "queued"))
+		synctest.Wait()
+		c.Error(reason)
+		c.Close()
+		assert.Equal(t, ErrProtocol{Reason: reason}, recvWithin(t, done, "the refused one").Error)
+		queued := recvWithin(t, done, "the queued one").Error
+		assert.ErrorIs(t, queued, ErrTooLarge)
+		assert.ErrorIs(t, queued, ErrNeverSent)
+
+		// nsqd restarted with a larger limit.
+		s.Go(func(c *fakensqd.Conn) {
+			c.Handshake(nil)
+			c.ServePublishes(2)
+		})
+		require.NoError(t, publishWithin(t, p, "t", "small")) // the new connection is in use
+		within(t, hangGuard, "Publish", func() { require.NoError(t, p.Publish("t", big)) })
+		s.Wait()
 	})
-	require.NoError(t, publishWithin(t, p, "t", "small")) // the new connection is in use
-	within(t, hangGuard, "Publish", func() { require.NoError(t, p.Publish("t", big)) })
-	s.Wait()
 }
 
 // Sim finding F5: at stop_timeout the queue failed before the closing
 // connection handed its prepared batch (older) back, so a doneChan got a
 // newer result before an older one. Results stay in order.
 func TestStopTimeoutKeepsResultsInOrder(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), testConfig(t, "stop_timeout", "100ms"))
-	done := make(chan *ProducerTransaction, 4)
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), testConfig(t, "stop_timeout", "100ms"))
+		done := make(chan *ProducerTransaction, 4)
 
-	require.NoError(t, p.PublishAsync("a", []byte("A"), done, "A"))
-	c := s.Accept()
-	c.Handshake(nil)
-	c.ExpectPublish()
-	require.NoError(t, p.PublishAsync("b", []byte("B"), done, "B"))
-	c.ExpectPublish()
-	// Two writes await answers that never come: C waits in the next batch,
-	// a Flush barrier behind it stops that batch, D waits in the queue.
-	require.NoError(t, p.PublishAsync("c", []byte("C"), done, "C"))
-	// The Flush gives up at once; its barrier stays in the queue.
-	ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
-	defer cancel()
-	assert.ErrorIs(t, p.Flush(ctx), context.DeadlineExceeded)
-	require.NoError(t, p.PublishAsync("d", []byte("D"), done, "D"))
-	waitAccepted(t, p)
+		require.NoError(t, p.PublishAsync("a", []byte("A"), done, "A"))
+		c := s.Accept()
+		c.Handshake(nil)
+		c.ExpectPublish()
+		require.NoError(t, p.PublishAsync("b", []byte("B"), done, "B"))
+		c.ExpectPublish()
+		// Two writes await answers that never come: C waits in the next batch,
+		// a Flush barrier behind it stops that batch, D waits in the queue.
+		require.NoError(t, p.PublishAsync("c", []byte("C"), done, "C"))
+		// The Flush gives up at once; its barrier stays in the queue.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+		defer cancel()
+		assert.ErrorIs(t, p.Flush(ctx), context.DeadlineExceeded)
+		require.NoError(t, p.PublishAsync("d", []byte("D"), done, "D"))
+		synctest.Wait()
 
-	within(t, hangGuard, "Stop", p.Stop)
-	var got []any
-	for range 4 {
-		tx := recvWithin(t, done, "result")
-		assert.ErrorIs(t, tx.Error, ErrNotConnected)
-		got = append(got, tx.Args[0])
-	}
-	assert.Equal(t, []any{"A", "B", "C", "D"}, got)
+		within(t, hangGuard, "Stop", p.Stop)
+		var got []any
+		for range 4 {
+			tx := recvWithin(t, done, "result")
+			assert.ErrorIs(t, tx.Error, ErrNotConnected)
+			got = append(got, tx.Args[0])
+		}
+		assert.Equal(t, []any{"A", "B", "C", "D"}, got)
+	})
 }
 
 // Bug 3 and item 2: a context call prepared behind two writes in flight,
@@ -255,55 +267,46 @@ func TestStopTimeoutKeepsResultsInOrder(t *testing.T) {
 // had put in its buffer since. It is never handed to the writer, and the
 // call says so: ErrNeverSent, beside the context's error.
 func TestContextEndedBeforeHandoffIsNeverSent(t *testing.T) {
-	s := fakensqd.New(t)
-	p := newTestProducer(t, s.Addr(), nil)
-	done := make(chan *ProducerTransaction, 2)
-	require.NoError(t, p.PublishAsync("a", []byte("a"), done))
-	c := s.Accept()
-	c.Handshake(nil)
-	assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
-	require.NoError(t, p.PublishAsync("b", []byte("b"), done))
-	assert.Equal(t, "b", bodyOf(c.ExpectPublish()))
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p := newTestProducer(t, s.Addr(), nil)
+		done := make(chan *ProducerTransaction, 2)
+		require.NoError(t, p.PublishAsync("a", []byte("a"), done))
+		c := s.Accept()
+		c.Handshake(nil)
+		assert.Equal(t, "a", bodyOf(c.ExpectPublish()))
+		require.NoError(t, p.PublishAsync("b", []byte("b"), done))
+		assert.Equal(t, "b", bodyOf(c.ExpectPublish()))
 
-	// Two writes await answers: these wait for the next batch.
-	ctx, cancel := context.WithCancel(t.Context())
-	body, bodies := []byte("ctx"), [][]byte{[]byte("ctx1"), []byte("ctx2")}
-	res := make(chan error, 2)
-	go func() { res <- p.PublishContext(ctx, "c", body) }()
-	go func() { res <- p.MultiPublishContext(ctx, "c", bodies) }()
-	waitPendingCount(t, p, 4)
-	cancel()
-	for range 2 {
-		err := recvWithin(t, res, "the cancelled call")
-		assert.ErrorIs(t, err, ErrNeverSent)
-		assert.ErrorIs(t, err, context.Canceled)
-	}
-	// The caller reuses its buffers.
-	copy(body, "!!!")
-	copy(bodies[0], "!!!!")
-
-	c.OK()
-	c.OK()
-	after := publishInBackground(p, "d", "after")
-	assert.Equal(t, "after", bodyOf(c.ExpectPublish()), "the cancelled publishes were sent")
-	c.OK()
-	assert.NoError(t, recvWithin(t, after, "Publish"))
-	for range 2 {
-		assert.NoError(t, recvWithin(t, done, "result").Error)
-	}
-	assert.Equal(t, uint64(3), p.Stats().NeverSent, "a PUB and an MPUB of 2")
-}
-
-// waitPendingCount waits until n publishes hold room under the pending
-// limits, and the router has taken them from its inbox.
-func waitPendingCount(t *testing.T, p *Producer, n int64) {
-	t.Helper()
-	within(t, hangGuard, "publishes to be accepted", func() {
-		for p.Stats().Pending < n {
-			runtime.Gosched()
+		// Two writes await answers: these wait for the next batch.
+		ctx, cancel := context.WithCancel(t.Context())
+		body, bodies := []byte("ctx"), [][]byte{[]byte("ctx1"), []byte("ctx2")}
+		res := make(chan error, 2)
+		go func() { res <- p.PublishContext(ctx, "c", body) }()
+		go func() { res <- p.MultiPublishContext(ctx, "c", bodies) }()
+		synctest.Wait() // both calls hold room, and the router has taken them
+		require.Equal(t, int64(4), p.Stats().Pending, "a, b and the two context calls")
+		cancel()
+		for range 2 {
+			err := recvWithin(t, res, "the cancelled call")
+			assert.ErrorIs(t, err, ErrNeverSent)
+			assert.ErrorIs(t, err, context.Canceled)
 		}
+		// The caller reuses its buffers.
+		copy(body, "!!!")
+		copy(bodies[0], "!!!!")
+
+		c.OK()
+		c.OK()
+		after := publishInBackground(p, "d", "after")
+		assert.Equal(t, "after", bodyOf(c.ExpectPublish()), "the cancelled publishes were sent")
+		c.OK()
+		assert.NoError(t, recvWithin(t, after, "Publish"))
+		for range 2 {
+			assert.NoError(t, recvWithin(t, done, "result").Error)
+		}
+		assert.Equal(t, uint64(3), p.Stats().NeverSent, "a PUB and an MPUB of 2")
 	})
-	waitAccepted(t, p)
 }
 
 // Bug 7 and item 2: a context call returned when its context ended while
