@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -332,7 +331,7 @@ func (p *ProducerPool) closeLocked(e uint64) bool {
 		p.open = append(p.open[:i], p.open[i+1:]...)
 		return true
 	}
-	if poolInvariants {
+	if invariantPanics {
 		panic("nsq: a pool publish finished in an epoch with none open")
 	}
 	return false
@@ -968,7 +967,7 @@ func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error, out []*po
 	n.held -= t.msgs
 	n.heldSize -= t.size
 	p.held -= t.msgs
-	if poolInvariants && (n.held < 0 || p.held < 0 || t.finished || t.node != n) {
+	if invariantPanics && (n.held < 0 || p.held < 0 || t.finished || t.node != n) {
 		panic(fmt.Sprintf("nsq: pool node %s settles a publish it does not hold (held %d, pool %d, finished %v)", n.addr, n.held, p.held, t.finished))
 	}
 	t.node = nil
@@ -1036,7 +1035,7 @@ func movable(err error) bool {
 // finishLocked records t's final result and returns t for delivery (outside
 // mu, by deliver).
 func (p *ProducerPool) finishLocked(t *poolTx, err error) *poolTx {
-	if poolInvariants && t.finished {
+	if invariantPanics && t.finished {
 		panic("nsq: pool publish finished twice")
 	}
 	t.finished, t.err = true, err
@@ -1310,10 +1309,6 @@ func (q *poolQueue) popFront() *poolTx {
 	}
 	return t
 }
-
-// poolInvariants makes states the pool believes impossible panic; on in
-// test binaries.
-var poolInvariants = testing.Testing()
 
 // poolStats holds the pool's own counters; the per-node ones are on the
 // nodes.

@@ -339,7 +339,7 @@ func (p *ProducerPool) onResults(n *poolNode, tx *ProducerTransaction) {
 	p.mu.Unlock()
 	p.deliver(out)
 	// After delivery: the hook's next results come after these.
-	if left := n.detoured.Add(-int64(len(txs))); left < 0 && poolInvariants {
+	if left := n.detoured.Add(-int64(len(txs))); left < 0 && invariantPanics {
 		panic(fmt.Sprintf("nsq: pool node %s settled %d results more than its hook sent its way", n.addr, -left))
 	}
 	p.send(work)

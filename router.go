@@ -155,7 +155,7 @@ type connFrame struct {
 // the producer reconnect in a hot loop.
 const provingTime = 5 * time.Second
 
-// invariantPanics makes a state the router believes impossible panic, in
+// invariantPanics makes a state the router (or the pool) believes impossible panic, in
 // tests; elsewhere it is logged at ERR level.
 var invariantPanics = testing.Testing()
 
