@@ -155,8 +155,9 @@ type connFrame struct {
 // the producer reconnect in a hot loop.
 const provingTime = 5 * time.Second
 
-// invariantPanics makes a state the router (or the pool) believes impossible panic, in
-// tests; elsewhere it is logged at ERR level.
+// invariantPanics makes a state the router or the pool believes impossible
+// panic in tests; elsewhere the router logs it at ERR level (impossible) and
+// the pool carries on.
 var invariantPanics = testing.Testing()
 
 // impossible reports a broken invariant.
