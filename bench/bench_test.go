@@ -66,22 +66,27 @@ func startNsqd(t testing.TB) *nsqdtest.Nsqd {
 	return nsqdtest.Start(t, nsqdArgs...)
 }
 
-// messageCount returns the topic's message_count: messages published to it
-// since nsqd started.
-func messageCount(t testing.TB, d *nsqdtest.Nsqd) int64 {
+// messageCount returns the topic's message_count summed over the nsqd ds:
+// messages published to it since they started. A pool's messages land on
+// its nodes in no set proportion, so only the sum is checked.
+func messageCount(t testing.TB, ds ...*nsqdtest.Nsqd) int64 {
 	t.Helper()
-	s, err := d.Stats(topic)
-	if err != nil {
-		t.Fatal(err)
+	var sum int64
+	for _, d := range ds {
+		s, err := d.Stats(topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += s.MessageCount
 	}
-	return s.MessageCount
+	return sum
 }
 
-// checkPublished fails t unless the topic's message_count is want more
-// than before.
-func checkPublished(t testing.TB, d *nsqdtest.Nsqd, what string, before int64, want int) {
+// checkPublished fails t unless the topic's message_count, summed over ds,
+// is want more than before.
+func checkPublished(t testing.TB, what string, before int64, want int, ds ...*nsqdtest.Nsqd) {
 	t.Helper()
-	if got := messageCount(t, d) - before; got != int64(want) {
+	if got := messageCount(t, ds...) - before; got != int64(want) {
 		t.Errorf("%s: nsqd's message_count grew by %d, want %d", what, got, want)
 	}
 }
@@ -149,26 +154,50 @@ type producer interface {
 	multiPublishAsync(b budget, bodies [][]byte) (int, error)
 }
 
-// library is one of the clients under test.
+// library is one of the clients under test: a Producer of either library,
+// or an nsqkit ProducerPool (pool_test.go).
 type library struct {
-	name    string // sub-benchmark and report name
-	connect func(addr string) (producer, error)
+	name string // sub-benchmark and report name
+	// nodes is how many nsqd it publishes to: the main one, then others
+	// started the same way.
+	nodes int
+	// connect returns a producer to the nsqd TCP addresses addrs (nodes
+	// of them).
+	connect func(addrs []string) (producer, error)
 }
 
 var (
-	nsqkit    = library{name: "nsqkit", connect: newNsqkit}
-	gonsqLib  = library{name: "go-nsq", connect: newGonsq}
+	nsqkit    = library{name: "nsqkit", nodes: 1, connect: newNsqkit}
+	gonsqLib  = library{name: "go-nsq", nodes: 1, connect: newGonsq}
 	libraries = []library{nsqkit, gonsqLib}
 )
 
-// nsqkitProducer adapts *nsq.Producer (github.com/nsqkit/go-nsq).
-type nsqkitProducer struct{ *nsq.Producer }
+// nsqkitProducer adapts an nsqkit *nsq.Producer or *nsq.ProducerPool
+// (github.com/nsqkit/go-nsq): both are nsq.Publishers.
+type nsqkitProducer struct{ nsq.Publisher }
+
+// batches returns how many automatic MPUB batches the producer has sent,
+// and how many messages they held: a pool's are its nodes' Producers'.
+func (p nsqkitProducer) batches() (batches, msgs uint64) {
+	switch q := p.Publisher.(type) {
+	case *nsq.Producer:
+		st := q.Stats()
+		return st.Batches, st.BatchedMessages
+	case *nsq.ProducerPool:
+		for _, n := range q.Stats().Nodes {
+			batches += n.Producer.Batches
+			msgs += n.Producer.BatchedMessages
+		}
+	}
+	return batches, msgs
+}
 
 // nsqkitOptions are Config options for nsqkit's producers, as
 // "option=value" pairs separated by commas (-nsqkit flag; empty: defaults).
 var nsqkitOptions = flag.String("nsqkit", "", "`options` for nsqkit's Config, as option=value pairs separated by commas, e.g. max_pending_bytes=4194304")
 
-func newNsqkit(addr string) (producer, error) {
+// nsqkitConfig returns nsqkit's Config with the -nsqkit options.
+func nsqkitConfig() (*nsq.Config, error) {
 	cfg := nsq.NewConfig()
 	for _, kv := range strings.Split(*nsqkitOptions, ",") {
 		if kv == "" {
@@ -179,7 +208,15 @@ func newNsqkit(addr string) (producer, error) {
 			return nil, fmt.Errorf("-nsqkit %s: %w", kv, err)
 		}
 	}
-	p, err := nsq.NewProducer(addr, cfg)
+	return cfg, nil
+}
+
+func newNsqkit(addrs []string) (producer, error) {
+	cfg, err := nsqkitConfig()
+	if err != nil {
+		return nil, err
+	}
+	p, err := nsq.NewProducer(addrs[0], cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -202,8 +239,8 @@ func (p nsqkitProducer) multiPublishAsync(b budget, bodies [][]byte) (int, error
 // gonsqProducer adapts *gonsq.Producer (github.com/nsqio/go-nsq v1.1.0).
 type gonsqProducer struct{ *gonsq.Producer }
 
-func newGonsq(addr string) (producer, error) {
-	p, err := gonsq.NewProducer(addr, gonsq.NewConfig())
+func newGonsq(addrs []string) (producer, error) {
+	p, err := gonsq.NewProducer(addrs[0], gonsq.NewConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -262,17 +299,28 @@ func asyncRun[T any](b budget, per int, done chan T, errOf func(T) error, publis
 	return sent, errors.Join(err, <-result)
 }
 
-// connect returns a connected producer: both libraries connect lazily, so
-// one Publish (not measured) makes the connection and creates the topic.
-func connect(t testing.TB, lib library, d *nsqdtest.Nsqd) producer {
+// connect returns a producer of lib connected to the first lib.nodes of ds.
+// Both libraries' Producers connect lazily, so one Publish (not measured)
+// makes the connection and creates the topic; a pool connects to every
+// node in the background, and connect waits until all are up.
+func connect(t testing.TB, lib library, ds []*nsqdtest.Nsqd) producer {
 	t.Helper()
-	p, err := lib.connect(d.TCPAddr())
+	var addrs []string
+	for _, d := range ds[:lib.nodes] {
+		addrs = append(addrs, d.TCPAddr())
+	}
+	p, err := lib.connect(addrs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Publish(topic, body); err != nil {
 		p.Stop()
 		t.Fatalf("%s: warm-up Publish: %v", lib.name, err)
+	}
+	if kit, ok := p.(nsqkitProducer); ok {
+		if pool, ok := kit.Publisher.(*nsq.ProducerPool); ok {
+			waitUp(t, pool, lib.nodes)
+		}
 	}
 	return p
 }
@@ -288,7 +336,9 @@ type scenario struct {
 	// latency histogram (0 means 1).
 	publishers int
 	run        func(p producer, b budget, lat *latencies) (int, error)
-	raw        []rawClient
+	// pools: TestCompare also runs nsqkit's ProducerPools (pools).
+	pools bool
+	raw   []rawClient
 }
 
 // goroutines returns how many latency histograms sc's runs need.
@@ -297,10 +347,10 @@ func (sc scenario) goroutines() int { return max(sc.publishers, 1) }
 var (
 	scPublish1 = scenario{name: "Publish, 1 goroutine", sync: true, run: publish1,
 		raw: []rawClient{rawSyncPUB, rawSyncPUBReader, rawSyncPUBRW}}
-	scPublish64 = scenario{name: "Publish, 64 goroutines", sync: true, publishers: goroutines, run: publish64}
+	scPublish64 = scenario{name: "Publish, 64 goroutines", sync: true, publishers: goroutines, run: publish64, pools: true}
 	// scPublishAsync's raw client is set by TestCompare to nsqkit's mean
 	// batch size.
-	scPublishAsync = scenario{name: "PublishAsync", run: publishAsync,
+	scPublishAsync = scenario{name: "PublishAsync", run: publishAsync, pools: true,
 		raw: []rawClient{rawPipelinedPUB}}
 	scMultiPublish = scenario{name: "MultiPublish 100", sync: true, run: multiPublish100,
 		raw: []rawClient{rawSyncMPUB, rawSyncMPUBRW}}
@@ -402,7 +452,7 @@ func benchLibraries(b *testing.B, sc scenario) {
 	d := startNsqd(b)
 	for _, lib := range libraries {
 		b.Run(lib.name, func(b *testing.B) {
-			p := connect(b, lib, d)
+			p := connect(b, lib, []*nsqdtest.Nsqd{d})
 			defer p.Stop()
 			lat := newLatencies(sc.goroutines())
 			before := messageCount(b, d)
@@ -415,7 +465,7 @@ func benchLibraries(b *testing.B, sc scenario) {
 				b.Fatalf("%s %s: %v", sc.name, lib.name, err)
 			}
 			reportBench(b, sc.sync, lat)
-			checkPublished(b, d, sc.name+" "+lib.name, before, n)
+			checkPublished(b, sc.name+" "+lib.name, before, n, d)
 		})
 	}
 }
@@ -438,7 +488,7 @@ func benchRaw(b *testing.B, clients ...rawClient) {
 				b.Fatalf("%s: %v", rc.name, err)
 			}
 			reportBench(b, rc.sync, lat)
-			checkPublished(b, d, rc.name, before, n)
+			checkPublished(b, rc.name, before, n, d)
 		})
 	}
 }

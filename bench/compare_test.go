@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	nsq "github.com/nsqkit/go-nsq"
 	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 )
 
@@ -46,7 +45,7 @@ type sample struct {
 
 // measure runs run, which publishes some messages and returns how many,
 // and returns its cost per message.
-func measure(nsqd nsqdProc, run func() (int, error)) (sample, error) {
+func measure(nsqd nsqdProcs, run func() (int, error)) (sample, error) {
 	var m0, m1 runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&m0)
@@ -78,18 +77,38 @@ func measure(nsqd nsqdProc, run func() (int, error)) (sample, error) {
 	return s, err
 }
 
-// contender is one client of a scenario: a library or a raw client.
+// contender is one client of a scenario: a library (a Producer or a pool)
+// or a raw client.
 type contender struct {
 	name string
 	lib  *library // nil for a raw client
 	raw  rawClient
 }
 
-// contenders returns sc's clients: the libraries, then its raw clients.
+// pool reports whether c is one of nsqkit's ProducerPools.
+func (c contender) pool() bool {
+	return c.lib != nil && slices.ContainsFunc(pools, func(l library) bool { return l.name == c.name })
+}
+
+// nodes returns how many nsqd c publishes to.
+func (c contender) nodes() int {
+	if c.lib == nil {
+		return 1
+	}
+	return c.lib.nodes
+}
+
+// contenders returns sc's clients: the libraries, the pools if sc has
+// them, then its raw clients.
 func (sc scenario) contenders() []contender {
 	var cs []contender
 	for i := range libraries {
 		cs = append(cs, contender{name: libraries[i].name, lib: &libraries[i]})
+	}
+	if sc.pools {
+		for i := range pools {
+			cs = append(cs, contender{name: pools[i].name, lib: &pools[i]})
+		}
 	}
 	for _, rc := range sc.raw {
 		cs = append(cs, contender{name: rc.name, raw: rc})
@@ -99,9 +118,10 @@ func (sc scenario) contenders() []contender {
 
 // comparison is the state of one TestCompare.
 type comparison struct {
-	t       *testing.T
-	d       *nsqdtest.Nsqd
-	proc    nsqdProc
+	t *testing.T
+	// ds are the nsqd, the main one first; procs are their processes.
+	ds      []*nsqdtest.Nsqd
+	procs   nsqdProcs
 	runTime time.Duration
 }
 
@@ -114,26 +134,27 @@ func (cmp *comparison) run(sc scenario, c contender) (sample, bool) {
 		err    error
 		before int64
 	)
+	ds, procs := cmp.ds[:c.nodes()], cmp.procs[:c.nodes()]
 	if c.lib != nil {
-		p := connect(t, *c.lib, cmp.d)
-		stats := func() nsq.ProducerStats { return nsq.ProducerStats{} }
+		p := connect(t, *c.lib, ds)
+		batches := func() (uint64, uint64) { return 0, 0 }
 		if kit, ok := p.(nsqkitProducer); ok {
-			stats = kit.Stats
+			batches = kit.batches
 		}
-		st0 := stats()
-		before = messageCount(t, cmp.d)
-		s, err = measure(cmp.proc, func() (int, error) {
+		b0, m0 := batches()
+		before = messageCount(t, ds...)
+		s, err = measure(procs, func() (int, error) {
 			return sc.run(p, budget{deadline: time.Now().Add(cmp.runTime)}, lat)
 		})
-		st1 := stats()
-		if batches := st1.Batches - st0.Batches; batches > 0 {
-			s.batch = float64(st1.BatchedMessages-st0.BatchedMessages) / float64(batches)
+		b1, m1 := batches()
+		if b1 > b0 {
+			s.batch = float64(m1-m0) / float64(b1-b0)
 		}
 		p.Stop()
 	} else {
-		rc := dialWarm(t, cmp.d)
-		before = messageCount(t, cmp.d)
-		s, err = measure(cmp.proc, func() (int, error) {
+		rc := dialWarm(t, ds[0])
+		before = messageCount(t, ds...)
+		s, err = measure(procs, func() (int, error) {
 			return c.raw.run(rc, budget{deadline: time.Now().Add(cmp.runTime)}, lat.of(0))
 		})
 		rc.Close()
@@ -143,7 +164,7 @@ func (cmp *comparison) run(sc scenario, c contender) (sample, bool) {
 		s.p50 = float64(h.quantile(0.50).Nanoseconds()) / 1e3
 		s.p99 = float64(h.quantile(0.99).Nanoseconds()) / 1e3
 	}
-	checkPublished(t, cmp.d, sc.name+" "+c.name, before, s.msgs)
+	checkPublished(t, sc.name+" "+c.name, before, s.msgs, ds...)
 	if err != nil {
 		t.Errorf("%s %s: %v", sc.name, c.name, err)
 		return s, false
@@ -151,24 +172,41 @@ func (cmp *comparison) run(sc scenario, c contender) (sample, bool) {
 	return s, true
 }
 
-// TestCompare runs every client of every scenario, the raw ceilings
-// included, once per round, each scenario's clients in an order rotated
-// by one every round; each run publishes for -runtime. It prints the
-// median and the range over rounds of every figure, and nsqkit's ratios
-// to the other clients paired within each round. With -short it runs one
-// short round, to check that everything works.
-func TestCompare(t *testing.T) {
+// TestCompare runs every client of every scenario, the raw ceilings and
+// the pools included, once per round, each scenario's clients in an order
+// rotated by one every round; each run publishes for -runtime. It prints
+// the median and the range over rounds of every figure, and the ratios
+// (nsqkit's to the other clients, each pool's to nsqkit's and go-nsq's
+// Producers) paired within each round. With -short it runs one short
+// round, to check that everything works.
+func TestCompare(t *testing.T) { compare(t, *flagOnly) }
+
+// compare is TestCompare for the scenarios whose name matches the regexp
+// onlyExpr.
+func compare(t *testing.T, onlyExpr string) {
 	rounds, runTime := *flagRounds, *flagRunTime
 	if testing.Short() {
 		rounds, runTime = 1, shortRunTime
 	}
-	only, err := regexp.Compile(*flagOnly)
+	only, err := regexp.Compile(onlyExpr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := startNsqd(t)
-	cmp := &comparison{t: t, d: d, proc: findNsqd(), runTime: runTime}
-	load0, gc0 := loadAvg(), nsqdMem(t, d)
+	scs := slices.DeleteFunc(slices.Clone(scenarios), func(sc scenario) bool { return !only.MatchString(sc.name) })
+	// The main nsqd, and as many more as the pools need, all started the
+	// same way.
+	nodes := 1
+	for _, sc := range scs {
+		for _, c := range sc.contenders() {
+			nodes = max(nodes, c.nodes())
+		}
+	}
+	cmp := &comparison{t: t, runTime: runTime}
+	for range nodes {
+		d := startNsqd(t)
+		cmp.ds, cmp.procs = append(cmp.ds, d), append(cmp.procs, findNsqd(cmp.procs))
+	}
+	load0, gc0 := loadAvg(), nsqdMem(t, cmp.ds)
 	start := time.Now()
 
 	// The raw client beside PublishAsync sends MPUBs of nsqkit's mean
@@ -179,7 +217,6 @@ func TestCompare(t *testing.T) {
 		batch = max(1, int(math.Round(s.batch)))
 		t.Logf("calibration: nsqkit's PublishAsync batches hold %.1f messages on average", s.batch)
 	}
-	scs := slices.DeleteFunc(slices.Clone(scenarios), func(sc scenario) bool { return !only.MatchString(sc.name) })
 	for i := range scs {
 		if scs[i].name == scPublishAsync.name {
 			scs[i].raw = append(slices.Clone(scs[i].raw), rawPipelinedMPUBOf(batch))
@@ -204,11 +241,12 @@ func TestCompare(t *testing.T) {
 
 	env := environment{
 		when:    start,
-		nsqd:    nsqdVersion(t, d),
+		nsqd:    nsqdVersion(t, cmp.ds[0]),
+		nodes:   len(cmp.ds),
 		rounds:  rounds,
 		runTime: runTime,
 		load:    [2]string{load0, loadAvg()},
-		gc:      [2]memStats{gc0, nsqdMem(t, d)},
+		gc:      [2]memStats{gc0, nsqdMem(t, cmp.ds)},
 		batch:   batch,
 	}
 	report := res.format(env, scs)
@@ -244,13 +282,21 @@ type memStats struct {
 	GCPauseUsec99  uint64 `json:"gc_pause_usec_99"`
 }
 
-// nsqdMem returns nsqd's memory statistics (GET /stats?include_mem=true).
-func nsqdMem(t *testing.T, d *nsqdtest.Nsqd) memStats {
-	var st struct{ Memory memStats }
-	if err := getJSON("http://"+d.HTTPAddr()+"/stats?format=json&include_mem=true&include_clients=false", &st); err != nil {
-		t.Error(err)
+// nsqdMem returns the nsqd ds's memory statistics (GET
+// /stats?include_mem=true): collections and heap summed, the highest p99
+// pause.
+func nsqdMem(t *testing.T, ds []*nsqdtest.Nsqd) memStats {
+	var sum memStats
+	for _, d := range ds {
+		var st struct{ Memory memStats }
+		if err := getJSON("http://"+d.HTTPAddr()+"/stats?format=json&include_mem=true&include_clients=false", &st); err != nil {
+			t.Error(err)
+		}
+		sum.GCTotalRuns += st.Memory.GCTotalRuns
+		sum.HeapInUseBytes += st.Memory.HeapInUseBytes
+		sum.GCPauseUsec99 = max(sum.GCPauseUsec99, st.Memory.GCPauseUsec99)
 	}
-	return st.Memory
+	return sum
 }
 
 // nsqdVersion asks nsqd for its version (GET /info).

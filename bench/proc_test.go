@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,14 +25,16 @@ func cpuTime() time.Duration {
 // every Linux architecture Go runs on.
 const userHZ = 100
 
-// nsqdProc reads the CPU time of this process's nsqd child from Linux's
-// /proc, at 10ms resolution. Its zero value, or one where nsqd was not
-// found (another OS), reports nothing.
+// nsqdProc reads the CPU time of one nsqd child of this process from
+// Linux's /proc, at 10ms resolution. Its zero value, or one where nsqd was
+// not found (another OS), reports nothing.
 type nsqdProc struct{ pid int }
 
-// findNsqd returns the nsqdProc of the child process running nsqdtest's
-// nsqd binary.
-func findNsqd() nsqdProc {
+// findNsqd returns the nsqdProc of a child process running nsqdtest's nsqd
+// binary that is not one of known: called after each nsqd is started, it
+// finds that one (its command line holds no address to tell them apart:
+// nsqdtest passes port 0).
+func findNsqd(known nsqdProcs) nsqdProc {
 	bin, err := nsqdtest.Binary()
 	if err != nil {
 		return nsqdProc{}
@@ -46,6 +49,9 @@ func findNsqd() nsqdProc {
 		}
 		f, ok := procStat(pid)
 		if !ok || f[1] != strconv.Itoa(self) {
+			continue
+		}
+		if slices.Contains(known, nsqdProc{pid: pid}) {
 			continue
 		}
 		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && exe == bin {
@@ -70,6 +76,23 @@ func (p nsqdProc) cpu() (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(utime+stime) * time.Second / userHZ, true
+}
+
+// nsqdProcs are the nsqd a run publishes to.
+type nsqdProcs []nsqdProc
+
+// cpu returns the nsqd's user+sys CPU time so far, summed, and false if
+// any is unknown.
+func (ps nsqdProcs) cpu() (time.Duration, bool) {
+	var sum time.Duration
+	for _, p := range ps {
+		c, ok := p.cpu()
+		if !ok {
+			return 0, false
+		}
+		sum += c
+	}
+	return sum, len(ps) > 0
 }
 
 // procStat returns the fields of /proc/<pid>/stat after the command name:

@@ -72,6 +72,7 @@ func cpuMicros(s *sample) float64  { return s.cpuMicros }
 type environment struct {
 	when    time.Time
 	nsqd    string
+	nodes   int // how many nsqd ran (the pools' nodes)
 	rounds  int
 	runTime time.Duration
 	load    [2]string   // 1-minute load average before and after
@@ -118,16 +119,26 @@ func (r *results) format(env environment, scs []scenario) string {
 	writeTable(&b, rows)
 
 	kit := nsqkit.name
-	b.WriteString("\nnsqkit ÷ each other client, computed within each round (the two ran back to back), then the median and range over rounds:\n\n")
-	rows = [][]string{{"scenario", "nsqkit ÷", "msgs/s", "min–max", "client CPU/msg", "min–max"}}
+	b.WriteString("\nnsqkit ÷ each other client, and each nsqkit pool ÷ nsqkit's and go-nsq's Producers, computed within each round (the two ran back to back), then the median and range over rounds:\n\n")
+	rows = [][]string{{"scenario", "ratio", "msgs/s", "min–max", "client CPU/msg", "min–max"}}
 	for _, sc := range scs {
-		for i, c := range sc.contenders()[1:] {
-			rate, cpu := r.ratio(sc.name, kit, c.name, msgsPerSec), r.ratio(sc.name, kit, c.name, cpuMicros)
+		// nsqkit ÷ the others first, then the pools.
+		var pairs, poolPairs [][2]string
+		for _, c := range sc.contenders() {
+			switch {
+			case c.pool():
+				poolPairs = append(poolPairs, [2]string{c.name, kit}, [2]string{c.name, gonsqLib.name})
+			case c.name != kit:
+				pairs = append(pairs, [2]string{kit, c.name})
+			}
+		}
+		for i, p := range append(pairs, poolPairs...) {
+			rate, cpu := r.ratio(sc.name, p[0], p[1], msgsPerSec), r.ratio(sc.name, p[0], p[1], cpuMicros)
 			name := sc.name
 			if i > 0 {
 				name = ""
 			}
-			rows = append(rows, []string{name, c.name,
+			rows = append(rows, []string{name, p[0] + " ÷ " + p[1],
 				num(rate.med, 2) + "×", num(rate.lo, 2) + "–" + num(rate.hi, 2),
 				num(cpu.med, 2) + "×", num(cpu.lo, 2) + "–" + num(cpu.hi, 2)})
 		}
@@ -160,8 +171,14 @@ func (r *results) format(env environment, scs []scenario) string {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "- nsqd ran %d garbage collections during the whole comparison (p99 pause %d µs; %.0f MB heap in use at the end): its GC is in nsqd CPU µs/msg.\n",
-		env.gc[1].GCTotalRuns-env.gc[0].GCTotalRuns, env.gc[1].GCPauseUsec99, float64(env.gc[1].HeapInUseBytes)/(1<<20))
+	if env.nodes > 1 {
+		fmt.Fprintf(&b, "- The pool of 3 publishes to %d nsqd started the same way, the main one among them; its nsqd CPU µs/msg is theirs summed, and the other clients use the main one.\n", env.nodes)
+		fmt.Fprintf(&b, "- The %d nsqd ran %d garbage collections during the whole comparison (p99 pause %d µs at most; %.0f MB heap in use at the end, summed): their GC is in nsqd CPU µs/msg.\n",
+			env.nodes, env.gc[1].GCTotalRuns-env.gc[0].GCTotalRuns, env.gc[1].GCPauseUsec99, float64(env.gc[1].HeapInUseBytes)/(1<<20))
+	} else {
+		fmt.Fprintf(&b, "- nsqd ran %d garbage collections during the whole comparison (p99 pause %d µs; %.0f MB heap in use at the end): its GC is in nsqd CPU µs/msg.\n",
+			env.gc[1].GCTotalRuns-env.gc[0].GCTotalRuns, env.gc[1].GCPauseUsec99, float64(env.gc[1].HeapInUseBytes)/(1<<20))
+	}
 	return b.String()
 }
 
