@@ -85,24 +85,25 @@ func (l *ledger) count() map[string]int {
 // outcomes against them: every success stored, nothing reported never sent
 // stored, nothing stored twice or never published, successes <= stored <=
 // successes + unknown. It returns how many messages nsqd held.
-func (l *ledger) check(t *testing.T, n *nsqdtest.Nsqd, topic string) (stored int) {
+func (l *ledger) check(t *testing.T, topic string, nodes ...*nsqdtest.Nsqd) (stored int) {
 	t.Helper()
-	// After a SIGKILL and a restart nsqd v1.3.0 can report a topic depth
-	// one short of what its disk queue holds, so keep asking until topic
-	// and channel are empty.
-	// A restarted nsqd can come back without a topic it had created just
-	// before the kill (its metadata was not yet written), though the
-	// messages are on disk: creating it again finds them.
-	require.NoError(t, n.CreateTopic(topic))
 	var msgs []nsqdtest.Message
-	for {
-		st, err := n.Stats(topic)
-		require.NoError(t, err)
-		left := st.Depth + st.ChannelDepth
-		if left == 0 {
-			break
+	for _, n := range nodes {
+		// A restarted nsqd can come back without a topic it had created
+		// just before the kill (its metadata was not yet written), though
+		// the messages are on disk: creating it again finds them. And it
+		// can report a topic depth one short of what its disk queue holds,
+		// so keep asking until topic and channel are empty.
+		require.NoError(t, n.CreateTopic(topic))
+		for {
+			st, err := n.Stats(topic)
+			require.NoError(t, err)
+			left := st.Depth + st.ChannelDepth
+			if left == 0 {
+				break
+			}
+			msgs = append(msgs, n.Consume(t, topic, int(left), consumeTimeout)...)
 		}
-		msgs = append(msgs, n.Consume(t, topic, int(left), consumeTimeout)...)
 	}
 	seen := map[string]int{}
 	for _, m := range msgs {

@@ -79,7 +79,7 @@ func TestChaos(t *testing.T) {
 	require.Equal(t, 5200, l.results)
 	require.Len(t, l.outcome, 2000+500+100+3000)
 
-	l.check(t, n, topic)
+	l.check(t, topic, n)
 	require.Positive(t, cuts)
 	assert.GreaterOrEqual(t, proxy.Conns(), cuts+1, "reconnected after every cut")
 }

@@ -132,7 +132,7 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 	cfg.MaxPendingBytes = 2*p.windowSize + 1
 	pr, err := NewProducer(addr, &cfg)
 	if err != nil {
-		// The pool's config was validated: cannot happen.
+		// The pool's config was validated: a refusal here is a bug.
 		panic("nsq: ProducerPool: " + err.Error())
 	}
 	p.forwardLogs(pr)

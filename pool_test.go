@@ -119,57 +119,6 @@ func upNodes(s ProducerPoolStats) int {
 	return up
 }
 
-// checkPool consumes topic on every node and checks the ledger against
-// what they hold together.
-func checkPool(t *testing.T, l *ledger, nodes []*nsqdtest.Nsqd, topic string) (stored int) {
-	t.Helper()
-	var msgs []nsqdtest.Message
-	for _, n := range nodes {
-		require.NoError(t, n.CreateTopic(topic))
-		for {
-			st, err := n.Stats(topic)
-			require.NoError(t, err)
-			left := st.Depth + st.ChannelDepth
-			if left == 0 {
-				break
-			}
-			msgs = append(msgs, n.Consume(t, topic, int(left), consumeTimeout)...)
-		}
-	}
-	seen := map[string]int{}
-	for _, m := range msgs {
-		seen[string(m.Body)]++
-	}
-	count := l.count()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var lost, sentAnyway, dup, alien []string
-	for body, kind := range l.outcome {
-		switch {
-		case kind == "ok" && seen[body] == 0:
-			lost = append(lost, body)
-		case kind == "never" && seen[body] > 0:
-			sentAnyway = append(sentAnyway, body)
-		}
-	}
-	for body, times := range seen {
-		if times > 1 {
-			dup = append(dup, body)
-		}
-		if _, ok := l.outcome[body]; !ok {
-			alien = append(alien, body)
-		}
-	}
-	t.Logf("outcomes %v; the nodes stored %d", count, len(msgs))
-	assert.Empty(t, lost, "reported published, not stored")
-	assert.Empty(t, sentAnyway, "reported never sent, stored")
-	assert.Empty(t, dup, "stored twice")
-	assert.Empty(t, alien, "stored, never published")
-	assert.LessOrEqual(t, count["ok"], len(msgs))
-	assert.LessOrEqual(t, len(msgs), count["ok"]+count["unknown"])
-	return len(msgs)
-}
-
 // TestPoolSpreadsSync: sync publishes from many goroutines spread over
 // three nodes, each storing a fair share, every one stored once.
 func TestPoolSpreadsSync(t *testing.T) {
@@ -197,7 +146,7 @@ func TestPoolSpreadsSync(t *testing.T) {
 		assert.GreaterOrEqual(t, n.Published, uint64(goroutines*each/10), "node %s got too small a share", n.Addr)
 	}
 	assert.Equal(t, uint64(goroutines*each), s.Published)
-	assert.Equal(t, goroutines*each, checkPool(t, l, nodes, "spread"))
+	assert.Equal(t, goroutines*each, l.check(t, "spread", nodes...))
 	assert.Equal(t, map[string]int{"ok": goroutines * each}, l.count())
 }
 
@@ -232,7 +181,7 @@ func TestPoolSpreadsAsync(t *testing.T) {
 	}
 	assert.Equal(t, uint64(total), s.Published)
 	assert.Equal(t, int64(0), s.Pending)
-	assert.Equal(t, total, checkPool(t, l, nodes, "spread_async"))
+	assert.Equal(t, total, l.check(t, "spread_async", nodes...))
 }
 
 // TestPoolAllDown: with every node unreachable a publish fails promptly
@@ -348,7 +297,7 @@ func TestPoolKillDurableNode(t *testing.T) {
 	}
 	t.Logf("pool: published %d, unknown %d, never sent %d, rerouted %d", s.Published, s.UnknownOutcome, s.NeverSent, s.Rerouted)
 	durable.Restart()
-	checkPool(t, l, nodes, "kill")
+	l.check(t, "kill", nodes...)
 	count := l.count()
 	assert.Zero(t, count["never"], "a publish ended never sent while two nodes were up")
 	assert.Equal(t, total, count["ok"]+count["unknown"])
@@ -407,7 +356,7 @@ func TestPoolPausedNode(t *testing.T) {
 	t.Logf("ok publishes while the node was paused (2.5 s): %d; unknown in all: %d", during, s.UnknownOutcome)
 	assert.Greater(t, during, int64(100), "publishing stalled while one node was paused")
 	assert.LessOrEqual(t, s.UnknownOutcome, uint64(8), "more unknown than the 8 publishes in flight")
-	checkPool(t, l, nodes, "pause")
+	l.check(t, "pause", nodes...)
 	assert.Zero(t, l.count()["never"])
 }
 
@@ -436,7 +385,7 @@ func TestPoolStopGraceful(t *testing.T) {
 	assert.Equal(t, ErrStopped, p.Publish("graceful", []byte("late")))
 	assert.Equal(t, ErrStopped, p.Flush(context.Background()))
 	requirePoolNoLeaks(t)
-	assert.Equal(t, total, checkPool(t, l, nodes, "graceful"))
+	assert.Equal(t, total, l.check(t, "graceful", nodes...))
 	assert.Equal(t, map[string]int{"ok": total}, l.count())
 	s := p.Stats()
 	assert.Equal(t, uint64(total), s.Published)

@@ -80,7 +80,7 @@ func (b *burst) check(t *testing.T, n *nsqdtest.Nsqd) (stored int) {
 	assert.Equal(t, b.total, b.accepted+len(b.refused))
 	t.Logf("accepted %d, refused at the call %d", b.accepted, len(b.refused))
 	b.mu.Unlock()
-	return b.l.check(t, n, b.topic)
+	return b.l.check(t, b.topic, n)
 }
 
 // TestIsolationOfABadPublish: nsqd refuses one oversize body in the middle
