@@ -81,10 +81,10 @@ func (l *ledger) count() map[string]int {
 	return count
 }
 
-// check takes every message nsqd holds for topic and checks the recorded
+// check takes every message the nodes hold for topic and checks the recorded
 // outcomes against them: every success stored, nothing reported never sent
 // stored, nothing stored twice or never published, successes <= stored <=
-// successes + unknown. It returns how many messages nsqd held.
+// successes + unknown. It returns how many messages the nodes held.
 func (l *ledger) check(t *testing.T, topic string, nodes ...*nsqdtest.Nsqd) (stored int) {
 	t.Helper()
 	var msgs []nsqdtest.Message

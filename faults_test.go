@@ -688,20 +688,11 @@ func TestFaultConnErrorFrameBeforeWriteFailure(t *testing.T) {
 	s := fakensqd.New(t)
 	d := newConnRecorder()
 	d.hold = make(chan struct{})
-	conn := NewConn(s.Addr(), NewConfig(), d)
+	conn, c := connectFake(t, s, NewConfig(), d)
 	t.Cleanup(func() {
 		conn.Close()
 		requireNoLeaks(t)
 	})
-
-	connected := make(chan error, 1)
-	go func() {
-		_, err := conn.Connect()
-		connected <- err
-	}()
-	c := s.Accept()
-	c.Handshake(nil)
-	require.NoError(t, recvWithin(t, connected, "Connect"))
 
 	c.OK()
 	assert.Equal(t, "OK", recvWithin(t, d.responses, "OnResponse")) // the read goroutine is now held
