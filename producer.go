@@ -260,9 +260,9 @@ func (p *Producer) enqueue(ctx context.Context, wait bool, tx *ProducerTransacti
 	p.mu.RLock()
 	if p.stopped {
 		p.mu.RUnlock()
-		var rel roomRelease
-		rel.add(tx)
-		rel.to(&p.limit)
+		if tx.holdsRoom() {
+			p.limit.release(room(tx))
+		}
 		return ErrStopped
 	}
 	p.startOnce.Do(p.start)
