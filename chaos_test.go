@@ -16,6 +16,7 @@ import (
 // and again, then checks every message's reported outcome against what nsqd
 // stored.
 func TestChaos(t *testing.T) {
+	parallel(t)
 	n := nsqdtest.Start(t)
 	proxy := nsqdtest.NewProxy(t, n.TCPAddr())
 	p := newTestProducer(t, proxy.Addr(), testConfig(t, "max_pending", 256))

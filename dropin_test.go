@@ -144,6 +144,7 @@ func TestGoNSQProducerPublishAsyncAndMultiPublishAsync(t *testing.T) {
 // Publish with the ErrIdentify value itself; one it accepts keeps the
 // connection through an idle pause until nsqd's heartbeat, which it answers.
 func TestGoNSQProducerHeartbeat(t *testing.T) {
+	parallel(t)
 	n := nsqdtest.Start(t)
 	cfg := NewConfig()
 	cfg.HeartbeatInterval = 100 * time.Millisecond

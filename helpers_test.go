@@ -2,8 +2,11 @@ package nsq
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +31,51 @@ func TestMain(m *testing.M) {
 		}
 		return d.DialContext(ctx, "tcp", exampleDialAddr(addr))
 	}
+	// The tests that run in parallel (see parallel) spend their time
+	// waiting on nsqd processes and timers, not on the CPU: run up to 8 of
+	// them at once, unless -test.parallel says otherwise (its default is
+	// GOMAXPROCS, 2 on a small machine).
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		flag.Set("test.parallel", strconv.Itoa(max(8, runtime.GOMAXPROCS(0))))
+	}
 	goleak.VerifyTestMain(m, leakIgnores()...)
+}
+
+// parallelRunning counts the tests that called parallel and have not ended.
+// Go runs a package's parallel tests only once all of its sequential tests
+// have ended, and runs no sequential test beside them: while the count is
+// above zero, every running test is a parallel one (or a subtest of one).
+var parallelRunning atomic.Int32
+
+// parallel runs t beside the package's other parallel tests. Use it for a
+// test whose time goes to waiting on real processes and timers, which
+// shares no package state with the others and makes no timing assertion
+// that contention could break. Its producers and pools are not checked for
+// leaks when they stop (other tests' goroutines run beside them):
+// VerifyTestMain checks, once every test has ended, that none of them left
+// a goroutine behind.
+func parallel(t *testing.T) {
+	t.Helper()
+	t.Parallel() // returns once the sequential tests have ended
+	parallelRunning.Add(1)
+	t.Cleanup(func() { parallelRunning.Add(-1) }) // the last cleanup to run
+}
+
+// inParallel reports whether the running tests are parallel ones (see
+// parallelRunning).
+func inParallel() bool { return parallelRunning.Load() > 0 }
+
+// requireSequential fails a test that checks every goroutine of the
+// process while parallel tests run: their goroutines would count as its
+// leaks. Such a test must not call parallel.
+func requireSequential(t testing.TB, what string) {
+	t.Helper()
+	if inParallel() {
+		t.Fatalf("%s sees every goroutine of the process: it cannot run in a parallel test", what)
+	}
 }
 
 // leakIgnores are the goroutines of the tests' own infrastructure that may
@@ -58,6 +105,7 @@ func leakIgnores() []goleak.Option {
 // or a goroutine of the test itself.
 func requireNoLeaks(t testing.TB, opts ...goleak.Option) {
 	t.Helper()
+	requireSequential(t, "requireNoLeaks")
 	goleak.VerifyNone(t, append(leakIgnores(), opts...)...)
 }
 
@@ -77,7 +125,8 @@ var liveProducers sync.Map // testing.TB -> *atomic.Int32
 
 // newTestProducer makes a Producer for addr whose logs go to the test, and
 // which is stopped when the test ends; once the test's last one is stopped,
-// no goroutine of the package may be left.
+// no goroutine of the package may be left (checked at once in a sequential
+// test, by VerifyTestMain in a parallel one).
 func newTestProducer(t testing.TB, addr string, cfg *Config) *Producer {
 	t.Helper()
 	if cfg == nil {
@@ -93,7 +142,9 @@ func newTestProducer(t testing.TB, addr string, cfg *Config) *Producer {
 		p.Stop()
 		if live.(*atomic.Int32).Add(-1) == 0 {
 			liveProducers.Delete(t)
-			requireNoLeaks(t, before)
+			if !inParallel() {
+				requireNoLeaks(t, before)
+			}
 		}
 	})
 	return p

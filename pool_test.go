@@ -37,7 +37,9 @@ func poolConfig(t testing.TB, kv ...any) *Config {
 }
 
 // newTestPool makes a pool whose logs go to the test and which is stopped
-// when the test ends, after which no goroutine of the package may be left.
+// when the test ends, after which no goroutine of the package may be left
+// (checked at once in a sequential test, by VerifyTestMain in a parallel
+// one).
 func newTestPool(t testing.TB, addrs []string, cfg *Config) *ProducerPool {
 	t.Helper()
 	p, err := NewProducerPool(addrs, cfg)
@@ -46,7 +48,7 @@ func newTestPool(t testing.TB, addrs []string, cfg *Config) *ProducerPool {
 	livePools.Add(1)
 	t.Cleanup(func() {
 		p.Stop()
-		if livePools.Add(-1) == 0 {
+		if livePools.Add(-1) == 0 && !inParallel() {
 			requirePoolNoLeaks(t)
 		}
 	})
@@ -61,6 +63,7 @@ var livePools atomic.Int32
 // Producer is left.
 func requirePoolNoLeaks(t testing.TB) {
 	t.Helper()
+	requireSequential(t, "requirePoolNoLeaks")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var leaks []string
@@ -122,6 +125,7 @@ func upNodes(s ProducerPoolStats) int {
 // TestPoolSpreadsSync: sync publishes from many goroutines spread over
 // three nodes, each storing a fair share, every one stored once.
 func TestPoolSpreadsSync(t *testing.T) {
+	parallel(t)
 	nodes, addrs := startNodes(t, 3)
 	p := newTestPool(t, addrs, poolConfig(t))
 	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
@@ -154,6 +158,7 @@ func TestPoolSpreadsSync(t *testing.T) {
 // node's Producer still batching into MPUBs; results arrive once each,
 // and in order per node.
 func TestPoolSpreadsAsync(t *testing.T) {
+	parallel(t)
 	nodes, addrs := startNodes(t, 3)
 	p := newTestPool(t, addrs, poolConfig(t))
 	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
@@ -187,6 +192,7 @@ func TestPoolSpreadsAsync(t *testing.T) {
 // TestPoolAllDown: with every node unreachable a publish fails promptly
 // with ErrNeverSent, sync and async, and never hangs.
 func TestPoolAllDown(t *testing.T) {
+	parallel(t)
 	addrs := []string{closedAddr(t), closedAddr(t)}
 	cfg := poolConfig(t)
 	p := newTestPool(t, addrs, cfg)
@@ -258,6 +264,7 @@ func allStacks() string {
 // stored, nothing twice, nothing reported never sent is stored, and with
 // two nodes up no publish ends never sent.
 func TestPoolKillDurableNode(t *testing.T) {
+	parallel(t)
 	durable := nsqdtest.Start(t, "--mem-queue-size=0", "--sync-every=1")
 	others, addrs := startNodes(t, 2)
 	nodes := append([]*nsqdtest.Nsqd{durable}, others...)
@@ -310,6 +317,7 @@ func TestPoolKillDurableNode(t *testing.T) {
 // the paused node held ends unknown after read_timeout, never ok unless
 // stored.
 func TestPoolPausedNode(t *testing.T) {
+	parallel(t)
 	nodes, addrs := startNodes(t, 3)
 	p := newTestPool(t, addrs, poolConfig(t, "read_timeout", 2*time.Second, "heartbeat_interval", time.Second))
 	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
@@ -398,6 +406,7 @@ func TestPoolStopGraceful(t *testing.T) {
 // after one is killed (and removes it), and keeps its list while
 // nsqlookupd is down.
 func TestPoolLookupd(t *testing.T) {
+	parallel(t)
 	lk := nsqdtest.StartLookupd(t)
 	reg := []string{"--lookupd-tcp-address=" + lk.TCPAddr(), "--broadcast-address=127.0.0.1"}
 	nodes, _ := startNodes(t, 2, reg...)
@@ -522,6 +531,7 @@ func lookupdNodeJSON(addr string, topics map[string]bool) string {
 // node is skipped for a topic it tombstoned; a node missing from one answer
 // stays, from two is removed; an error answer keeps the list.
 func TestPoolLookupdAnswers(t *testing.T) {
+	parallel(t)
 	_, addrs := startNodes(t, 2)
 	a, b := addrs[0], addrs[1]
 	both := func() (int, string) {
@@ -583,6 +593,7 @@ func fakeNode(t *testing.T, scripts ...func(c *fakensqd.Conn)) *fakensqd.Server 
 
 // TestPoolFailover: which failures move a publish to another node.
 func TestPoolFailover(t *testing.T) {
+	parallel(t)
 	nodes, addrs := startNodes(t, 1)
 	real := addrs[0]
 	bothUp := func(t *testing.T, p *ProducerPool) {
@@ -674,6 +685,7 @@ func TestPoolFailover(t *testing.T) {
 // context ends, never sent; TryPublishAsync refuses when max_pending are
 // pending; Stop fails what no node took, and returns.
 func TestPoolContext(t *testing.T) {
+	parallel(t)
 	// A node whose handshake is never answered stays connecting.
 	silent := fakensqd.New(t)
 	cfg := poolConfig(t, "read_timeout", 5*time.Second, "heartbeat_interval", time.Second, "max_pending", 1, "stop_timeout", 200*time.Millisecond)
@@ -720,6 +732,7 @@ func TestPoolInvalidInput(t *testing.T) {
 // TestPoolSlowDoneChan: a doneChan nobody reads holds back neither the pool
 // nor other doneChans; Stop drops its results after stop_timeout.
 func TestPoolSlowDoneChan(t *testing.T) {
+	parallel(t)
 	_, addrs := startNodes(t, 2)
 	p := newTestPool(t, addrs, poolConfig(t, "stop_timeout", 300*time.Millisecond))
 	slow := make(chan *ProducerTransaction) // never read
@@ -742,6 +755,7 @@ func TestPoolSlowDoneChan(t *testing.T) {
 // completed in order; keys spread over the nodes; when a key's node dies
 // the key moves and nothing fails.
 func TestPoolByKey(t *testing.T) {
+	parallel(t)
 	nodes, addrs := startNodes(t, 3)
 	p := newTestPool(t, addrs, poolConfig(t))
 	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
@@ -813,6 +827,7 @@ func TestPoolByKey(t *testing.T) {
 // TestPoolAsyncKinds: MultiPublishAsync (bodies copied at the call),
 // DeferredPublishAsync and the *AsyncContext variants through a pool.
 func TestPoolAsyncKinds(t *testing.T) {
+	parallel(t)
 	nodes, addrs := startNodes(t, 2)
 	p := newTestPool(t, addrs, poolConfig(t))
 	done := make(chan *ProducerTransaction, 16)
@@ -850,6 +865,7 @@ func TestPoolAsyncKinds(t *testing.T) {
 // ErrUnknownOutcome (it may be stored: not ErrNeverSent), and says nothing
 // against the node.
 func TestPoolContextInFlight(t *testing.T) {
+	parallel(t)
 	held := make(chan struct{})
 	fake := fakeNode(t, func(c *fakensqd.Conn) {
 		c.ExpectPublish() // never answered

@@ -44,11 +44,16 @@ func TestMultiPublish(t *testing.T) {
 	assert.Equal(t, int64(100), topicCount(t, n, "multi"))
 }
 
-// It takes about 5 s: nsqd v1.3.0 scans a new channel's deferred messages
-// only once it refreshes its list of channels, every 5 s (a setting it
-// does not expose).
+// nsqd v1.3.0 scans a channel's deferred messages only once its list of
+// channels includes it, a list it makes at start and then only every 5 s
+// (a setting it does not expose): the channel Consume reads is created and
+// nsqd restarted first, so that the deferred message comes out within the
+// scan interval (100ms) of its delay, not at the next refresh.
 func TestDeferredPublish(t *testing.T) {
+	parallel(t)
 	n := nsqdtest.Start(t)
+	require.NoError(t, n.CreateChannel("deferred", nsqdtest.ConsumeChannel))
+	n.Restart()
 	p := newTestProducer(t, n.TCPAddr(), nil)
 
 	const delay = 1500 * time.Millisecond
@@ -137,6 +142,7 @@ func TestIdentifyRefused(t *testing.T) {
 }
 
 func TestHeartbeatsKeepAnIdleConnection(t *testing.T) {
+	parallel(t)
 	n := nsqdtest.Start(t)
 	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "heartbeat_interval", "1s", "read_timeout", "1500ms"))
 	lines := p.logs.logger[LogLevelDebug].(*testLogger).watch(64)
@@ -258,6 +264,7 @@ func TestAuth(t *testing.T) {
 }
 
 func TestNsqdDownThenBack(t *testing.T) {
+	parallel(t)
 	n := nsqdtest.Start(t)
 	p := newTestProducer(t, n.TCPAddr(), nil)
 	require.NoError(t, p.Publish("outage", []byte("before")))

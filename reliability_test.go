@@ -94,6 +94,7 @@ func (b *burst) check(t *testing.T, n *nsqdtest.Nsqd) (stored int) {
 // unanswered one as ErrUnknownOutcome. So each try must account exactly
 // either way, and at least one of several tries must show the isolation.
 func TestIsolationOfABadPublish(t *testing.T) {
+	parallel(t)
 	for _, batching := range []bool{true, false} {
 		t.Run(fmt.Sprintf("auto_batch=%v", batching), func(t *testing.T) {
 			n := nsqdtest.Start(t, "--max-msg-size=1024")
@@ -159,6 +160,7 @@ func isolationTry(t *testing.T, n *nsqdtest.Nsqd, p *Producer, topic string) boo
 }
 
 func TestAccountingConnectionCut(t *testing.T) {
+	parallel(t)
 	n := nsqdtest.Start(t)
 	proxy := nsqdtest.NewProxy(t, n.TCPAddr())
 	p := newTestProducer(t, proxy.Addr(), testConfig(t, "max_pending", 500))
@@ -175,6 +177,7 @@ func TestAccountingConnectionCut(t *testing.T) {
 }
 
 func TestAccountingNsqdKilled(t *testing.T) {
+	parallel(t)
 	dataPath := t.TempDir()
 	if dir, err := os.MkdirTemp("/dev/shm", "nsqkit-kill-"); err == nil {
 		// tmpfs: --sync-every=1 costs no disk flushes.
@@ -198,6 +201,7 @@ func TestAccountingNsqdKilled(t *testing.T) {
 }
 
 func TestAccountingStopMidBurst(t *testing.T) {
+	parallel(t)
 	n := nsqdtest.Start(t)
 	p := newTestProducer(t, n.TCPAddr(), testConfig(t, "max_pending", 500))
 
