@@ -331,11 +331,16 @@ func TestPoolPausedNode(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// At most one publish every 2ms each: thousands a second
+			// in all, without taking every CPU from the tests running
+			// beside this one.
+			pace := time.NewTicker(2 * time.Millisecond)
+			defer pace.Stop()
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
 					return
-				default:
+				case <-pace.C:
 				}
 				body := fmt.Sprintf("p-%d-%d", g, i)
 				err := p.Publish("pause", []byte(body))
