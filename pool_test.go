@@ -655,12 +655,16 @@ func TestPoolFailover(t *testing.T) {
 
 	t.Run("never sent moves, up to pool_max_attempts", func(t *testing.T) {
 		for _, attempts := range []int{1, 3} {
-			fake := fakeNode(t, func(c *fakensqd.Conn) {})
+			nopRead := make(chan struct{})
+			fake := fakeNode(t, func(c *fakensqd.Conn) { close(nopRead) })
 			p := newTestPool(t, []string{fake.Addr(), real}, poolConfig(t, "pool_max_attempts", attempts))
 			logs := &testLogger{t: t}
 			lines := logs.watch(100)
 			p.SetLogger(logs, LogLevelInfo)
 			bothUp(t, p)
+			// A node is up once its NOP is written: closing the fake before
+			// its script has read it would fail the script.
+			recvWithin(t, (<-chan struct{})(nopRead), "the fake reading the pool's NOP")
 			fake.Close() // the idle connection drops; reconnecting is refused
 			waitLine(t, lines, "("+fake.Addr()+") connection lost", 5*time.Second)
 			err := p.Publish("failover", []byte("x"))
