@@ -32,14 +32,15 @@ func TestMain(m *testing.M) {
 		return d.DialContext(ctx, "tcp", exampleDialAddr(addr))
 	}
 	// The tests that run in parallel (see parallel) spend their time
-	// waiting on nsqd processes and timers, not on the CPU: run up to 8 of
-	// them at once, unless -test.parallel says otherwise (its default is
-	// GOMAXPROCS, 2 on a small machine).
+	// waiting on nsqd processes and timers, not on the CPU: run all of them
+	// at once (about 20), so that the longest waits start first, unless
+	// -test.parallel says otherwise (its default is GOMAXPROCS, 2 on a
+	// small machine).
 	flag.Parse()
 	explicit := false
 	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
 	if !explicit {
-		flag.Set("test.parallel", strconv.Itoa(max(8, runtime.GOMAXPROCS(0))))
+		flag.Set("test.parallel", strconv.Itoa(max(32, runtime.GOMAXPROCS(0))))
 	}
 	goleak.VerifyTestMain(m, leakIgnores()...)
 }
