@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"runtime/debug"
@@ -65,11 +67,20 @@ var simCollect func(seed uint64, violations []string)
 // simCIRuns is the CI budget: seeds 1 to simCIRuns, each one schedule.
 const simCIRuns = 300
 
+// simChildEnv is set in the environment of the child process that runs the
+// CI seeds for TestSimulation (see runSimChild).
+const simChildEnv = "NSQKIT_SIMULATION_CHILD"
+
 func TestSimulation(t *testing.T) {
+	if *simSeedFlag == 0 && *simSurvey == 0 && *simDuration == 0 && os.Getenv(simChildEnv) == "" {
+		runSimChild(t)
+		return
+	}
+	// Here the simulation runs in this process, alone: in the child, or
+	// sequentially (a synctest test is never parallel, see runSimChild).
 	// A run allocates about 2 MB (deflate windows, large bodies) and keeps
 	// little: with a fourth of the collections, the race detector's work
 	// on each freed object falls with them (a sixth of the test's time).
-	// The test is sequential: nothing else runs meanwhile.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	switch {
 	case *simSeedFlag != 0:
@@ -97,6 +108,37 @@ func TestSimulation(t *testing.T) {
 		for seed := uint64(1); seed <= simCIRuns && !t.Failed(); seed++ {
 			runSimSeed(t, seed, false)
 		}
+	}
+}
+
+// runSimChild runs the CI seeds of TestSimulation in a child process (this
+// test binary again, with -test.run=^TestSimulation$ and simChildEnv set),
+// while this test runs in parallel with the others (see parallel): the
+// simulation's bubbles share the package's pool of sync transactions
+// (resetSyncTxPool), which no test outside them may use at the same time,
+// so in this process the simulation could only run sequentially. The child
+// runs the same seeds with the same checks, and its TestMain the same leak
+// check; its output is this test's log, and its failure this test's.
+func runSimChild(t *testing.T) {
+	parallel(t)
+	args := []string{"-test.run=^TestSimulation$", "-test.count=1"}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	ctx := t.Context()
+	if deadline, ok := t.Deadline(); ok {
+		// The child fails with its goroutines' stacks before this test
+		// binary's own timeout kills it.
+		args = append(args, "-test.timeout="+(time.Until(deadline)*9/10).Round(time.Second).String())
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), simChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("simulation (%s %s): %v\n%s", os.Args[0], strings.Join(args, " "), err, out)
+	}
+	if testing.Verbose() {
+		t.Logf("simulation, in a child process:\n%s", out)
 	}
 }
 
