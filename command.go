@@ -259,18 +259,33 @@ func (b *wireBuf) buffered() int {
 // than maxHeader bytes: a header appended to it is given to Write, which
 // then copies nothing.
 func (b *wireBuf) header() ([]byte, error) {
-	if b.available() < maxHeader {
-		if err := b.flush(); err != nil {
-			return nil, err
-		}
+	if b.err == nil && b.available() >= maxHeader {
+		return b.buf[len(b.buf):], nil
 	}
-	return b.buf[len(b.buf):], b.err
+	return b.headerFlushing()
+}
+
+// headerFlushing is header when the buffer must be flushed first.
+func (b *wireBuf) headerFlushing() ([]byte, error) {
+	if err := b.flush(); err != nil {
+		return nil, err
+	}
+	return b.buf[len(b.buf):], nil
 }
 
 // Write copies p into the buffer, flushing first when it does not fit; p
 // as large as the buffer or larger is then written at once, as a
 // bufio.Writer does. It never keeps p.
 func (b *wireBuf) Write(p []byte) (int, error) {
+	if b.err == nil && len(p) <= b.available() {
+		b.buf = append(b.buf, p...)
+		return len(p), nil
+	}
+	return b.writeFlushing(p)
+}
+
+// writeFlushing is Write when p does not fit (or a write failed).
+func (b *wireBuf) writeFlushing(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -304,10 +319,15 @@ func (b *wireBuf) WriteString(s string) (int, error) {
 // it has gatherMin bytes or more, it is referenced, not copied: it must
 // not change until the next flush has returned.
 func (b *wireBuf) body(p []byte) error {
-	if !b.gather || len(p) < gatherMin {
+	if len(p) < gatherMin || !b.gather {
 		_, err := b.Write(p)
 		return err
 	}
+	return b.reference(p)
+}
+
+// reference puts p in the next write without copying it.
+func (b *wireBuf) reference(p []byte) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -379,6 +399,16 @@ func writeDPUB(w *wireBuf, topic string, delay time.Duration, body []byte) error
 
 // writeCommand encodes "<name> topic[ arg]\n[size][body]".
 func writeCommand(w *wireBuf, name, topic, arg string, body []byte) error {
+	if len(body) < gatherMin && w.err == nil && w.available() >= maxHeader+len(body) {
+		// The common case, with fewer calls: it fits, and is copied.
+		if arg == "" {
+			w.buf = appendHeader(w.buf, name, int64(len(body)), topic)
+		} else {
+			w.buf = appendHeader(w.buf, name, int64(len(body)), topic, arg)
+		}
+		w.buf = append(w.buf, body...)
+		return nil
+	}
 	b, err := w.header()
 	if err != nil {
 		return err
@@ -417,6 +447,12 @@ func writeMPUB(w *wireBuf, topic string, size int64, n int, at func(int) []byte)
 
 // writeMPUBMessage encodes one message of an MPUB: "[size][body]".
 func writeMPUBMessage(w *wireBuf, body []byte) error {
+	if len(body) < gatherMin && w.err == nil && w.available() >= 4+len(body) {
+		// The common case, without a call: it fits, and is copied.
+		w.buf = binary.BigEndian.AppendUint32(w.buf, uint32(len(body)))
+		w.buf = append(w.buf, body...)
+		return nil
+	}
 	b, err := w.header()
 	if err != nil {
 		return err
