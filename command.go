@@ -1,11 +1,11 @@
 package nsq
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -184,47 +184,232 @@ func (l *bodyFreeList) put(b []byte) {
 	}
 }
 
-// The producer's publish path encodes straight into the connection's
-// buffered writer: the command line and sizes go into the writer's free
-// space, bodies are copied once, into the buffer (or written through when
-// larger than it). Nothing is allocated per publish.
+// The producer's publish path encodes straight into the write goroutine's
+// buffer (wireBuf): the command line and sizes go into its free space,
+// bodies are copied once, into the buffer, or on a plain TCP connection
+// written from where they are when large. Nothing is allocated per publish.
 
 // maxHeader is the longest command line plus size prefix the encoders write
 // in one piece: "DPUB " + a 64-byte topic + " " + 20 digits + "\n" + 8 bytes.
 const maxHeader = 128
 
-// headerBuf returns the writer's free space for a header, flushing first
-// when there is too little so that appending never allocates.
-func headerBuf(w *bufio.Writer) ([]byte, error) {
-	if w.Available() < maxHeader {
-		if err := w.Flush(); err != nil {
-			return nil, err
+// gatherMin is the size from which a wireBuf that gathers writes a body
+// from where it is instead of copying it into its buffer: below it, the
+// copy costs less than another piece in the writev.
+const gatherMin = 1 << 10
+
+// maxGather bounds the pieces of one gathered write: Linux takes at most
+// 1024 in one writev (IOV_MAX), and Go splits longer ones into several.
+const maxGather = 1024
+
+// wireBuf is the buffer the write goroutine encodes into. The bytes of a
+// batch accumulate in it and reach the connection in one write when it is
+// flushed (or when it is full, for a batch larger than it), as through a
+// bufio.Writer.
+//
+// On a plain connection (no TLS, no compression) it gathers: a body of
+// gatherMin bytes or more (MultiPublishAsync's encoded MPUB body, a large
+// message) is not copied but referenced, and the flush writes the buffered
+// bytes and those bodies, in order, with one writev. A referenced body is
+// read until that flush returns: the write goroutine flushes before it
+// reports a batch done, so a body is never read once its call has its
+// answer. Over TLS or compression every byte is copied into the buffer
+// (those layers copy and transform it anyway).
+//
+// Errors are sticky: once a write has failed, every later call returns
+// that error and writes nothing.
+type wireBuf struct {
+	w      io.Writer
+	buf    []byte // encoded, not yet written; its capacity is the buffer's size
+	gather bool   // reference large bodies instead of copying them
+	err    error  // the first write error
+
+	// With gather, the next write is segs, then buf[from:]: segs holds, in
+	// order, the pieces of buf encoded before each referenced body and the
+	// bodies themselves.
+	segs [][]byte
+	from int
+	bufs net.Buffers // segs, as written: a field, so that writing allocates nothing
+}
+
+// newWireBuf returns a wireBuf of size bytes writing to w, copying.
+func newWireBuf(w io.Writer, size int) *wireBuf {
+	return &wireBuf{w: w, buf: make([]byte, 0, size)}
+}
+
+// reset makes b write to w, discarding whatever was not written.
+func (b *wireBuf) reset(w io.Writer) {
+	clear(b.segs)
+	b.w, b.buf, b.segs, b.from, b.err = w, b.buf[:0], b.segs[:0], 0, nil
+}
+
+// available returns the free space in the buffer.
+func (b *wireBuf) available() int { return cap(b.buf) - len(b.buf) }
+
+// buffered returns how many bytes a flush would write.
+func (b *wireBuf) buffered() int {
+	n := len(b.buf) - b.from
+	for _, s := range b.segs {
+		n += len(s)
+	}
+	return n
+}
+
+// header returns the buffer's free space, emptied first if it holds less
+// than maxHeader bytes: a header appended to it is given to Write, which
+// then copies nothing.
+func (b *wireBuf) header() ([]byte, error) {
+	if b.err == nil && b.available() >= maxHeader {
+		return b.buf[len(b.buf):], nil
+	}
+	return b.headerFlushing()
+}
+
+// headerFlushing is header when the buffer must be flushed first.
+func (b *wireBuf) headerFlushing() ([]byte, error) {
+	if err := b.flush(); err != nil {
+		return nil, err
+	}
+	return b.buf[len(b.buf):], nil
+}
+
+// Write copies p into the buffer, flushing first when it does not fit; p
+// as large as the buffer or larger is then written at once, as a
+// bufio.Writer does. It never keeps p.
+func (b *wireBuf) Write(p []byte) (int, error) {
+	if b.err == nil && len(p) <= b.available() {
+		b.buf = append(b.buf, p...)
+		return len(p), nil
+	}
+	return b.writeFlushing(p)
+}
+
+// writeFlushing is Write when p does not fit (or a write failed).
+func (b *wireBuf) writeFlushing(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if len(p) > b.available() {
+		if err := b.flush(); err != nil {
+			return 0, err
+		}
+		if len(p) >= cap(b.buf) {
+			n, err := b.w.Write(p)
+			if err == nil && n < len(p) {
+				err = io.ErrShortWrite
+			}
+			b.err = err
+			return n, err
 		}
 	}
-	return w.AvailableBuffer(), nil
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+// WriteString is Write for a string.
+func (b *wireBuf) WriteString(s string) (int, error) {
+	if b.err == nil && len(s) <= b.available() {
+		b.buf = append(b.buf, s...)
+		return len(s), nil
+	}
+	return b.Write([]byte(s))
+}
+
+// body writes a message body (or an encoded MPUB body). When b gathers and
+// it has gatherMin bytes or more, it is referenced, not copied: it must
+// not change until the next flush has returned.
+func (b *wireBuf) body(p []byte) error {
+	if len(p) < gatherMin || !b.gather {
+		_, err := b.Write(p)
+		return err
+	}
+	return b.reference(p)
+}
+
+// reference puts p in the next write without copying it.
+func (b *wireBuf) reference(p []byte) error {
+	if b.err != nil {
+		return b.err
+	}
+	if len(b.buf) > b.from {
+		b.segs = append(b.segs, b.buf[b.from:])
+		b.from = len(b.buf)
+	}
+	b.segs = append(b.segs, p)
+	if len(b.segs) >= maxGather-1 { // the last piece of buf may follow
+		return b.flush()
+	}
+	return nil
+}
+
+// flush writes everything buffered and referenced, in one write (one
+// writev when it gathered bodies, on a connection that has it).
+func (b *wireBuf) flush() error {
+	if b.err != nil {
+		return b.err
+	}
+	var err error
+	switch {
+	case len(b.segs) > 0:
+		if len(b.buf) > b.from {
+			b.segs = append(b.segs, b.buf[b.from:])
+		}
+		b.bufs = b.segs
+		_, err = b.bufs.WriteTo(b.w)
+		b.bufs = nil
+		clear(b.segs) // keep no body
+		b.segs = b.segs[:0]
+	case len(b.buf) > 0:
+		var n int
+		n, err = b.w.Write(b.buf)
+		if err == nil && n < len(b.buf) {
+			err = io.ErrShortWrite
+		}
+	}
+	b.buf, b.from, b.err = b.buf[:0], 0, err
+	return err
+}
+
+// flushGathered flushes when bodies are referenced: their bytes then go
+// out under the write deadline in force.
+func (b *wireBuf) flushGathered() error {
+	if len(b.segs) == 0 {
+		return b.err
+	}
+	return b.flush()
 }
 
 // writePUB encodes "PUB topic\n[size][body]".
-func writePUB(w *bufio.Writer, topic string, body []byte) error {
+func writePUB(w *wireBuf, topic string, body []byte) error {
 	return writeCommand(w, "PUB", topic, "", body)
 }
 
 // writeMPUBEncoded encodes "MPUB topic\n[size]" followed by a body already
 // encoded by encodeMPUBBody.
-func writeMPUBEncoded(w *bufio.Writer, topic string, body []byte) error {
+func writeMPUBEncoded(w *wireBuf, topic string, body []byte) error {
 	return writeCommand(w, "MPUB", topic, "", body)
 }
 
 // writeDPUB encodes "DPUB topic ms\n[size][body]".
-func writeDPUB(w *bufio.Writer, topic string, delay time.Duration, body []byte) error {
+func writeDPUB(w *wireBuf, topic string, delay time.Duration, body []byte) error {
 	var digits [20]byte
 	ms := strconv.AppendInt(digits[:0], int64(delay/time.Millisecond), 10)
 	return writeCommand(w, "DPUB", topic, string(ms), body)
 }
 
 // writeCommand encodes "<name> topic[ arg]\n[size][body]".
-func writeCommand(w *bufio.Writer, name, topic, arg string, body []byte) error {
-	b, err := headerBuf(w)
+func writeCommand(w *wireBuf, name, topic, arg string, body []byte) error {
+	if len(body) < gatherMin && w.err == nil && w.available() >= maxHeader+len(body) {
+		// The common case, with fewer calls: it fits, and is copied.
+		if arg == "" {
+			w.buf = appendHeader(w.buf, name, int64(len(body)), topic)
+		} else {
+			w.buf = appendHeader(w.buf, name, int64(len(body)), topic, arg)
+		}
+		w.buf = append(w.buf, body...)
+		return nil
+	}
+	b, err := w.header()
 	if err != nil {
 		return err
 	}
@@ -234,14 +419,13 @@ func writeCommand(w *bufio.Writer, name, topic, arg string, body []byte) error {
 		b = appendHeader(b, name, int64(len(body)), topic, arg)
 	}
 	w.Write(b)
-	_, err = w.Write(body)
-	return err
+	return w.body(body)
 }
 
 // writeMPUBHeader encodes "MPUB topic\n[body size][count]"; the messages
 // follow, each through writeMPUBMessage.
-func writeMPUBHeader(w *bufio.Writer, topic string, bodySize int64, count int) error {
-	b, err := headerBuf(w)
+func writeMPUBHeader(w *wireBuf, topic string, bodySize int64, count int) error {
+	b, err := w.header()
 	if err != nil {
 		return err
 	}
@@ -253,7 +437,7 @@ func writeMPUBHeader(w *bufio.Writer, topic string, bodySize int64, count int) e
 
 // writeMPUB encodes an MPUB of n messages, at(0) to at(n-1), whose body
 // (count and sized messages) is size bytes.
-func writeMPUB(w *bufio.Writer, topic string, size int64, n int, at func(int) []byte) error {
+func writeMPUB(w *wireBuf, topic string, size int64, n int, at func(int) []byte) error {
 	err := writeMPUBHeader(w, topic, size, n)
 	for i := 0; i < n && err == nil; i++ {
 		err = writeMPUBMessage(w, at(i))
@@ -262,12 +446,17 @@ func writeMPUB(w *bufio.Writer, topic string, size int64, n int, at func(int) []
 }
 
 // writeMPUBMessage encodes one message of an MPUB: "[size][body]".
-func writeMPUBMessage(w *bufio.Writer, body []byte) error {
-	b, err := headerBuf(w)
+func writeMPUBMessage(w *wireBuf, body []byte) error {
+	if len(body) < gatherMin && w.err == nil && w.available() >= 4+len(body) {
+		// The common case, without a call: it fits, and is copied.
+		w.buf = binary.BigEndian.AppendUint32(w.buf, uint32(len(body)))
+		w.buf = append(w.buf, body...)
+		return nil
+	}
+	b, err := w.header()
 	if err != nil {
 		return err
 	}
 	w.Write(binary.BigEndian.AppendUint32(b, uint32(len(body))))
-	_, err = w.Write(body)
-	return err
+	return w.body(body)
 }

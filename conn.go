@@ -79,8 +79,8 @@ type Conn struct {
 	// Owned by connect, then by the read goroutine.
 	fr frameReader
 	// Owned by connect, then by the write goroutine.
-	bw       *bufio.Writer
-	flushers []interface{ Flush() error } // compressor layers under bw, flushed after it
+	wb       *wireBuf                     // gathers on a plain connection (see wireBuf)
+	flushers []interface{ Flush() error } // compressor layers under wb, flushed after it
 	wdAt     time.Time                    // the write deadline as last set by the write goroutine; zero: none
 	oldest   bool                         // the request being written holds the oldest unanswered commands
 
@@ -318,9 +318,9 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 
 	br := bufio.NewReaderSize(conn, 16<<10)
 	c.fr = frameReader{r: br, limit: c.config.MaxFrameSize}
-	c.bw = bufio.NewWriterSize(conn, 64<<10)
+	c.wb = newWireBuf(conn, 64<<10)
 
-	if _, err := c.bw.Write(MagicV2); err != nil {
+	if _, err := c.wb.Write(MagicV2); err != nil {
 		return nil, err
 	}
 	resp, err := c.identify()
@@ -343,7 +343,7 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 	case resp.Snappy:
 		c.fr.r = snappy.NewReader(br)
 		sw := snappy.NewBufferedWriter(c.conn)
-		c.bw.Reset(sw)
+		c.wb.reset(sw)
 		c.flushers = []interface{ Flush() error }{sw}
 		if err := c.expectOK("snappy upgrade"); err != nil {
 			return nil, err
@@ -355,7 +355,7 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.bw.Reset(fw)
+		c.wb.reset(fw)
 		c.flushers = []interface{ Flush() error }{fw, raw}
 		if err := c.expectOK("deflate upgrade"); err != nil {
 			return nil, err
@@ -367,6 +367,9 @@ func (c *Conn) handshake(ctx context.Context) (*IdentifyResponse, error) {
 		}
 	}
 	conn.SetDeadline(time.Time{})
+	// Large bodies go from where they are to the socket, with the rest of
+	// their batch, in one writev; TLS and compression take copies.
+	c.wb.gather = c.conn == c.raw && c.flushers == nil
 	return resp, nil
 }
 
@@ -472,7 +475,7 @@ func (c *Conn) upgradeTLS(ctx context.Context) (*bufio.Reader, error) {
 	}
 	br := bufio.NewReaderSize(tlsConn, 16<<10)
 	c.fr.r = br
-	c.bw.Reset(tlsConn)
+	c.wb.reset(tlsConn)
 	return br, c.expectOK("TLS upgrade")
 }
 
@@ -506,7 +509,7 @@ func (c *Conn) auth() error {
 
 func (c *Conn) writeHandshake(cmd *Command) error {
 	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
-	cmd.WriteTo(c.bw)
+	cmd.WriteTo(c.wb)
 	return c.flush()
 }
 
@@ -536,9 +539,9 @@ func (c *Conn) expectOK(step string) error {
 	return nil
 }
 
-// flush flushes the buffered writer and then each compressor under it.
+// flush flushes the write buffer and then each compressor under it.
 func (c *Conn) flush() error {
-	if err := c.bw.Flush(); err != nil {
+	if err := c.wb.flush(); err != nil {
 		return err
 	}
 	for _, f := range c.flushers {
@@ -769,7 +772,7 @@ func (c *Conn) writeLoop() {
 			}
 		case <-c.nopChan:
 			c.armWriteDeadline()
-			c.bw.WriteString("NOP\n")
+			c.wb.WriteString("NOP\n")
 			if err := c.flush(); err != nil {
 				c.writeFailed(c.ioError("write", err))
 				return
@@ -811,13 +814,13 @@ func (c *Conn) encodeAndFlush(req writeRequest) error {
 	oldest := c.commandsWriting(answers)
 	c.oldest = oldest
 	if req.cmd != nil {
-		req.cmd.WriteTo(c.bw)
+		req.cmd.WriteTo(c.wb)
 	}
 	if err := c.encodeTxs(req.txs); err != nil {
 		return c.ioError("write", err)
 	}
 	for range req.nops {
-		c.bw.WriteString("NOP\n")
+		c.wb.WriteString("NOP\n")
 	}
 	if err := c.flush(); err != nil {
 		return c.ioError("write", err)
@@ -852,7 +855,7 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 		switch {
 		case kind == kindPUB && n == 1:
 			written += int64(len(body))
-			err = writePUB(c.bw, topic, body)
+			err = writePUB(c.wb, topic, body)
 		case kind == kindPUB:
 			// An automatic MPUB, whose body size the router recorded on its
 			// head. nsqd answers it only once it has read it all (or
@@ -860,22 +863,26 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 			// goroutine has exited).
 			group := txs[i : i+n]
 			written += groupSize
-			err = writeMPUB(c.bw, topic, groupSize, n, func(j int) []byte { return group[j].body })
+			err = writeMPUB(c.wb, topic, groupSize, n, func(j int) []byte { return group[j].body })
 		case kind == kindDPUB:
 			written += int64(len(body))
-			err = writeDPUB(c.bw, topic, delay, body)
+			err = writeDPUB(c.wb, topic, delay, body)
 		case kind == kindMPUB && bodies != nil:
 			written += size // the MPUB body size, from the call's check
-			err = writeMPUB(c.bw, topic, size, len(bodies), func(j int) []byte { return bodies[j] })
+			err = writeMPUB(c.wb, topic, size, len(bodies), func(j int) []byte { return bodies[j] })
 		case kind == kindMPUB:
 			written += int64(len(body))
-			err = writeMPUBEncoded(c.bw, topic, body)
+			err = writeMPUBEncoded(c.wb, topic, body)
 		}
 		if err != nil {
 			return err
 		}
 		if written > 1<<20 {
-			// A long batch: give each MiB its own write_timeout.
+			// A long batch: give each MiB its own write_timeout. The
+			// bodies gathered so far go out under the deadline in force.
+			if err := c.wb.flushGathered(); err != nil {
+				return err
+			}
 			written = 0
 			c.armWriteDeadline()
 			c.writeDeadlineMoved()

@@ -2,11 +2,14 @@ package nsq
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nsqkit/go-nsq/internal/fakensqd"
+	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -448,4 +452,155 @@ func TestIdleProducerWithoutHeartbeatsKeepsItsConnection(t *testing.T) {
 		assert.Equal(t, uint64(1), st.Connects)
 		assert.Equal(t, uint64(0), st.Reconnects)
 	})
+}
+
+// gatherBatch returns publishes of every kind, with bodies on both sides of
+// gatherMin and larger than the write buffer, prepared by a router into
+// one batch for the write goroutine (runs of PUBs become MPUBs), and the
+// bodies nsqd must store, sorted.
+func gatherBatch(t *testing.T, topic string) ([]*ProducerTransaction, []string) {
+	t.Helper()
+	body := func(i, size int) []byte {
+		b := bytes.Repeat([]byte{byte('a' + i%26)}, size)
+		copy(b, fmt.Sprintf("%d-", i))
+		return b
+	}
+	var txs []*ProducerTransaction
+	var want []string
+	i := 0
+	add := func(tx *ProducerTransaction, bodies ...[]byte) {
+		tx.topic = topic
+		txs = append(txs, tx)
+		for _, b := range bodies {
+			want = append(want, string(b))
+		}
+	}
+	// PUBs: small, at gatherMin, larger than the buffer; three of 600 KB
+	// carry the batch past a MiB (the gathered bodies are flushed there).
+	for _, size := range []int{100, gatherMin - 1, gatherMin, 5000, 70 << 10, 600 << 10, 600 << 10, 600 << 10, 30} {
+		b := body(i, size)
+		i++
+		add(&ProducerTransaction{kind: kindPUB, body: b, size: int64(size)}, b)
+	}
+	b := body(i, 3000)
+	i++
+	add(&ProducerTransaction{kind: kindDPUB, body: b, size: 3000}, b)
+	var sync, async [][]byte
+	for _, size := range []int{1500, 10, 80 << 10, gatherMin} {
+		sync = append(sync, body(i, size))
+		async = append(async, body(i+1, size))
+		i += 2
+	}
+	add(&ProducerTransaction{kind: kindMPUB, bodies: sync, size: mpubBodySize(sync)}, sync...)
+	add(&ProducerTransaction{kind: kindMPUB, body: encodeMPUBBody(async, mpubBodySize(async)), size: mpubBodySize(async)}, async...)
+
+	p, err := NewProducer("127.0.0.1:1", NewConfig())
+	require.NoError(t, err)
+	r := newRouter(p)
+	r.connected = true
+	for _, tx := range txs {
+		r.queue.pushBack(tx)
+	}
+	r.prepare()
+	require.Len(t, r.prep, len(txs))
+	slices.Sort(want)
+	return r.prep, want
+}
+
+// On a plain connection the write goroutine gathers large bodies into one
+// writev; over TLS or compression it copies them. Either way nsqd stores
+// every message of a batch of every kind of publish, byte for byte, and
+// the buffer keeps no body once the batch is written.
+func TestConnGatheredBatchReachesNsqdByteExact(t *testing.T) {
+	ca, cert, key := nsqdtest.GenCerts(t)
+	n := nsqdtest.Start(t, "--tls-cert="+cert, "--tls-key="+key, "--snappy=true", "--deflate=true")
+	for _, tc := range []struct {
+		name   string
+		kv     []any
+		gather bool
+	}{
+		{"plain", nil, true},
+		{"snappy", []any{"snappy", true}, false},
+		{"deflate", []any{"deflate", true}, false},
+		{"tls", []any{"tls_v1", true, "tls_root_ca_file", ca}, false},
+		{"tls_snappy", []any{"tls_v1", true, "tls_root_ca_file", ca, "snappy", true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			topic := "gather_" + tc.name
+			d := newConnRecorder()
+			conn := NewConn(n.TCPAddr(), testConfig(t, tc.kv...), d)
+			_, err := conn.Connect()
+			require.NoError(t, err)
+			defer conn.Close()
+			assert.Equal(t, tc.gather, conn.wb.gather, "gathers")
+
+			txs, want := gatherBatch(t, topic)
+			done := make(chan error, 1)
+			conn.writeChan <- writeRequest{txs: txs, done: done}
+			require.NoError(t, recvWithin(t, done, "the write"))
+			assert.Empty(t, conn.wb.segs)
+			for _, s := range conn.wb.segs[:cap(conn.wb.segs)] {
+				require.Nil(t, s, "a body kept after its batch was written")
+			}
+			for range commandCount(txs) {
+				assert.Equal(t, "OK", recvWithin(t, d.responses, "nsqd's answer"))
+			}
+			msgs := n.Consume(t, topic, len(want), consumeTimeout)
+			got := bodyStrings(msgs)
+			slices.Sort(got)
+			require.Equal(t, len(want), len(got))
+			for i := range want {
+				require.True(t, want[i] == got[i], "message %d differs (%d bytes, want %d)", i, len(got[i]), len(want[i]))
+			}
+		})
+	}
+}
+
+// A gathered write that nsqd stops taking half way fails at write_timeout,
+// as a copied one does: the batch's report is the deadline's error, the
+// connection ends with it, and what nsqd did read is the batch's first
+// bytes, in order.
+func TestConnGatheredWriteTimesOut(t *testing.T) {
+	s := fakensqd.New(t)
+	d := newConnRecorder()
+	cfg := testConfig(t, "write_timeout", "300ms")
+	conn, c := connectFake(t, s, cfg, d)
+	require.True(t, conn.wb.gather)
+	nc := c.NetConn()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetReadBuffer(64 << 10) // no autotuning: the client blocks sooner
+	}
+
+	// 24 MiB of bodies: more than the socket buffers hold.
+	var txs []*ProducerTransaction
+	for i := range 48 {
+		b := bytes.Repeat([]byte{byte('a' + i%26)}, 512<<10)
+		txs = append(txs, &ProducerTransaction{kind: kindPUB, topic: "stall", body: b, size: int64(len(b)), n: 1})
+	}
+	var wire bytes.Buffer
+	enc := newWireBuf(&wire, 64<<10)
+	for _, tx := range txs {
+		require.NoError(t, writePUB(enc, tx.topic, tx.body))
+	}
+	require.NoError(t, enc.flush())
+
+	// nsqd reads 3 MiB, then nothing.
+	read := make([]byte, 3<<20)
+	nc.SetReadDeadline(time.Now().Add(hangGuard))
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(nc, read)
+		readErr <- err
+	}()
+	done := make(chan error, 1)
+	start := time.Now()
+	conn.writeChan <- writeRequest{txs: txs, done: done}
+	err := recvWithin(t, done, "the write's report")
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.ErrorContains(t, err, "did not take our bytes within write_timeout (300ms)")
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	require.NoError(t, recvWithin(t, readErr, "nsqd's read"))
+	assert.True(t, bytes.Equal(wire.Bytes()[:len(read)], read), "nsqd read other bytes than the batch's first ones")
+	assert.ErrorIs(t, recvWithin(t, d.ioErrors, "OnIOError"), os.ErrDeadlineExceeded)
+	assert.Equal(t, stateClosed, conn.state.Load())
 }

@@ -1,7 +1,6 @@
 package nsq
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -118,7 +117,7 @@ func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
 
 // TestDirectEncoders checks that the producer's direct encoders write
 // exactly what Command.WriteTo writes for the same command, whatever the
-// state of the buffered writer.
+// state of the write buffer, copying or gathering.
 func TestDirectEncoders(t *testing.T) {
 	topics := []string{"t", strings.Repeat("T", 64), "a#ephemeral"}
 	big := bytes.Repeat([]byte("0123456789"), 10<<10) // 100 KiB: larger than any buffer below
@@ -126,27 +125,34 @@ func TestDirectEncoders(t *testing.T) {
 		{[]byte("x")},
 		{[]byte("a"), []byte("bc"), []byte("def")},
 		{big, []byte("after big")},
+		{bytes.Repeat([]byte("g"), gatherMin), []byte("small"), bytes.Repeat([]byte("h"), 3*gatherMin)}, // gathered
 	}
 	delays := []time.Duration{0, 999 * time.Microsecond, 1500 * time.Millisecond, time.Hour}
 	writers := []struct {
 		name    string
 		size    int
-		prefill int // bytes already buffered
+		prefill int  // bytes already buffered
+		gather  bool // large bodies referenced, not copied
 	}{
-		{"small_buffer", 16, 0},
-		{"default_buffer", 64 << 10, 0},
-		{"almost_full", 4096, 4096 - 50}, // less than maxHeader free: the header flushes first
-		{"partly_full", 4096, 1000},
+		{"small_buffer", 16, 0, false},
+		{"default_buffer", 64 << 10, 0, false},
+		{"almost_full", 4096, 4096 - 50, false}, // less than maxHeader free: the header flushes first
+		{"partly_full", 4096, 1000, false},
+		{"gather_small_buffer", 16, 0, true},
+		{"gather_default_buffer", 64 << 10, 0, true},
+		{"gather_almost_full", 4096, 4096 - 50, true},
+		{"gather_partly_full", 4096, 1000, true},
 	}
 	// encode runs f on a writer in the given state and returns what it
 	// wrote after the prefill.
-	encode := func(t *testing.T, size, prefill int, f func(w *bufio.Writer) error) []byte {
+	encode := func(t *testing.T, size, prefill int, gather bool, f func(w *wireBuf) error) []byte {
 		t.Helper()
 		var out bytes.Buffer
-		w := bufio.NewWriterSize(&out, size)
+		w := newWireBuf(&out, size)
+		w.gather = gather
 		w.Write(bytes.Repeat([]byte{'P'}, prefill))
 		require.NoError(t, f(w))
-		require.NoError(t, w.Flush())
+		require.NoError(t, w.flush())
 		return out.Bytes()[prefill:]
 	}
 	wire := func(c *Command) []byte {
@@ -159,17 +165,17 @@ func TestDirectEncoders(t *testing.T) {
 			for _, topic := range topics {
 				for _, bodies := range bodySets {
 					for _, body := range bodies {
-						got := encode(t, wr.size, wr.prefill, func(w *bufio.Writer) error { return writePUB(w, topic, body) })
+						got := encode(t, wr.size, wr.prefill, wr.gather, func(w *wireBuf) error { return writePUB(w, topic, body) })
 						require.Equal(t, wire(Publish(topic, body)), got, "writePUB(%q, %d bytes)", topic, len(body))
 						for _, d := range delays {
-							got := encode(t, wr.size, wr.prefill, func(w *bufio.Writer) error { return writeDPUB(w, topic, d, body) })
+							got := encode(t, wr.size, wr.prefill, wr.gather, func(w *wireBuf) error { return writeDPUB(w, topic, d, body) })
 							require.Equal(t, wire(DeferredPublish(topic, d, body)), got, "writeDPUB(%q, %s, %d bytes)", topic, d, len(body))
 						}
 					}
 					cmd, err := MultiPublish(topic, bodies)
 					require.NoError(t, err)
 					want := wire(cmd)
-					got := encode(t, wr.size, wr.prefill, func(w *bufio.Writer) error {
+					got := encode(t, wr.size, wr.prefill, wr.gather, func(w *wireBuf) error {
 						err := writeMPUBHeader(w, topic, mpubBodySize(bodies), len(bodies))
 						for _, b := range bodies {
 							if err == nil {
@@ -179,7 +185,7 @@ func TestDirectEncoders(t *testing.T) {
 						return err
 					})
 					require.Equal(t, want, got, "writeMPUBHeader+writeMPUBMessage(%q, %d bodies)", topic, len(bodies))
-					got = encode(t, wr.size, wr.prefill, func(w *bufio.Writer) error {
+					got = encode(t, wr.size, wr.prefill, wr.gather, func(w *wireBuf) error {
 						return writeMPUBEncoded(w, topic, encodeMPUBBody(bodies, mpubBodySize(bodies)))
 					})
 					require.Equal(t, want, got, "writeMPUBEncoded(%q, %d bodies)", topic, len(bodies))
@@ -193,21 +199,28 @@ func TestDirectEncoders(t *testing.T) {
 func TestDirectEncodersErrors(t *testing.T) {
 	boom := errors.New("boom")
 	body := bytes.Repeat([]byte("x"), 100)
-	for name, f := range map[string]func(w *bufio.Writer) error{
-		"writePUB":         func(w *bufio.Writer) error { return writePUB(w, "t", body) },
-		"writeDPUB":        func(w *bufio.Writer) error { return writeDPUB(w, "t", time.Second, body) },
-		"writeMPUBMessage": func(w *bufio.Writer) error { return writeMPUBMessage(w, body) },
-		"writeMPUBEncoded": func(w *bufio.Writer) error {
+	big := make([]byte, 2*gatherMin)
+	for name, f := range map[string]func(w *wireBuf) error{
+		"writePUB":         func(w *wireBuf) error { return writePUB(w, "t", body) },
+		"writeDPUB":        func(w *wireBuf) error { return writeDPUB(w, "t", time.Second, body) },
+		"writeMPUBMessage": func(w *wireBuf) error { return writeMPUBMessage(w, body) },
+		"writeMPUBEncoded": func(w *wireBuf) error {
 			return writeMPUBEncoded(w, "t", encodeMPUBBody([][]byte{body}, mpubBodySize([][]byte{body})))
 		},
-		"writeMPUBHeader":   func(w *bufio.Writer) error { w.Write(make([]byte, 4000)); return writeMPUBHeader(w, "t", 10, 1) },
-		"writePUB_flushing": func(w *bufio.Writer) error { w.Write(make([]byte, 4000)); return writePUB(w, "t", []byte("x")) },
+		"writeMPUBHeader":   func(w *wireBuf) error { w.Write(make([]byte, 4000)); return writeMPUBHeader(w, "t", 10, 1) },
+		"writePUB_flushing": func(w *wireBuf) error { w.Write(make([]byte, 4000)); return writePUB(w, "t", []byte("x")) },
+		"writePUB_gathered": func(w *wireBuf) error { w.gather = true; return writePUB(w, "t", big) },
+		"after_an_error": func(w *wireBuf) error {
+			w.Write(make([]byte, 4000))
+			writePUB(w, "t", []byte("x")) // fails, flushing
+			return writePUB(w, "t", []byte("y"))
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			w := bufio.NewWriterSize(failingWriter{boom}, 4096)
+			w := newWireBuf(failingWriter{boom}, 4096)
 			err := f(w)
 			if err == nil {
-				err = w.Flush()
+				err = w.flush()
 			}
 			assert.Same(t, boom, err)
 		})
@@ -558,14 +571,20 @@ func FuzzFrameReader(f *testing.F) {
 
 // The producer's encoders allocate nothing per publish.
 func TestDirectEncodersAllocateNothing(t *testing.T) {
-	w := bufio.NewWriterSize(io.Discard, 64<<10)
+	w := newWireBuf(io.Discard, 64<<10)
 	body := make([]byte, 100)
+	big := make([]byte, 4*gatherMin)
 	allocs := testing.AllocsPerRun(100, func() {
+		w.gather = false
 		writePUB(w, "topic", body)
 		writeDPUB(w, "topic", 1500*time.Millisecond, body)
 		writeMPUBHeader(w, "topic", 108, 1)
 		writeMPUBMessage(w, body)
 		writeMPUBEncoded(w, "topic", body)
+		w.gather = true
+		writePUB(w, "topic", big)
+		writeMPUBEncoded(w, "topic", big)
+		w.flush()
 	})
 	assert.Zero(t, allocs)
 }

@@ -1,7 +1,6 @@
 package nsq
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -82,7 +81,7 @@ func TestWriteGoroutineReportsARequestTakenAfterTeardown(t *testing.T) {
 		c := NewConn("pipe", NewConfig(), closeSignal(closed))
 		client, server := net.Pipe()
 		defer server.Close()
-		c.conn, c.bw = client, bufio.NewWriter(client)
+		c.conn, c.wb = client, newWireBuf(client, 4096)
 		c.state.Store(stateConnected)
 		c.teardown(errors.New("torn down"))
 		c.running.Store(1)

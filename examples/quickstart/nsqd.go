@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/nsqio/nsq/nsqd"
 )
@@ -42,11 +43,24 @@ func startNsqd(lookupdTCP ...string) (n *nsqd.NSQD, stop func(), err error) {
 		}
 	}()
 	stop = func() {
+		waitClientsGone(n)
 		n.Exit()
 		<-done
 		os.RemoveAll(dir)
 	}
 	return n, stop, nil
+}
+
+// waitClientsGone gives nsqd up to a second to notice that the publishing
+// connections have closed (the caller stopped its producer first). nsqd
+// exposes no signal for that, so this looks every few milliseconds. An nsqd
+// made to exit while it still reads a connection logs "use of closed network
+// connection" for it, an error that is nsqd's own shutdown, not a failure.
+func waitClientsGone(n *nsqd.NSQD) {
+	deadline := time.Now().Add(time.Second)
+	for len(n.GetStats("", "", true).Producers) > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // embeddedCount returns how many messages the embedded nsqd has received
