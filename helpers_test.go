@@ -42,7 +42,18 @@ func TestMain(m *testing.M) {
 	if !explicit {
 		flag.Set("test.parallel", strconv.Itoa(max(32, runtime.GOMAXPROCS(0))))
 	}
-	goleak.VerifyTestMain(m, leakIgnores()...)
+	goleak.VerifyTestMain(runThenStop{m, startSimChildEarly()}, leakIgnores()...)
+}
+
+// runThenStop runs the tests, then calls stop.
+type runThenStop struct {
+	m    *testing.M
+	stop func()
+}
+
+func (r runThenStop) Run() int {
+	defer r.stop()
+	return r.m.Run()
 }
 
 // parallelRunning counts the tests that called parallel and have not ended.

@@ -118,27 +118,111 @@ func TestSimulation(t *testing.T) {
 // (resetSyncTxPool), which no test outside them may use at the same time,
 // so in this process the simulation could only run sequentially. The child
 // runs the same seeds with the same checks, and its TestMain the same leak
-// check; its output is this test's log, and its failure this test's.
+// check; its output is this test's log, and its failure this test's. It is
+// the child TestMain started early (startSimChildEarly) if there is one.
 func runSimChild(t *testing.T) {
 	parallel(t)
+	c := simEarly.Swap(nil)
+	if c == nil {
+		timeout := time.Duration(0)
+		if deadline, ok := t.Deadline(); ok {
+			timeout = time.Until(deadline)
+		}
+		var err error
+		if c, err = newSimChild(timeout); err == nil {
+			if err = c.cmd.Start(); err != nil {
+				c.output()
+			}
+		}
+		if err != nil {
+			t.Fatalf("simulation: starting the child process: %v", err)
+		}
+	}
+	err := c.cmd.Wait()
+	out := c.output()
+	if err != nil {
+		t.Fatalf("simulation (%s): %v\n%s", c, err, out)
+	}
+	if testing.Verbose() {
+		t.Logf("simulation, in a child process:\n%s", out)
+	}
+}
+
+// simChild is a child process running TestSimulation's CI seeds.
+type simChild struct {
+	cmd *exec.Cmd
+	out *os.File // its output: a file, so that no goroutine of this process copies it
+}
+
+func (c *simChild) String() string { return strings.Join(c.cmd.Args, " ") }
+
+// newSimChild returns the child, not started. With a timeout it fails with
+// its goroutines' stacks before this test binary's own timeout kills it.
+func newSimChild(timeout time.Duration) (*simChild, error) {
 	args := []string{"-test.run=^TestSimulation$", "-test.count=1"}
 	if testing.Verbose() {
 		args = append(args, "-test.v")
 	}
-	ctx := t.Context()
-	if deadline, ok := t.Deadline(); ok {
-		// The child fails with its goroutines' stacks before this test
-		// binary's own timeout kills it.
-		args = append(args, "-test.timeout="+(time.Until(deadline)*9/10).Round(time.Second).String())
+	if timeout > 0 {
+		args = append(args, "-test.timeout="+(timeout*9/10).Round(time.Second).String())
 	}
-	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = append(os.Environ(), simChildEnv+"=1")
-	out, err := cmd.CombinedOutput()
+	out, err := os.CreateTemp("", "nsqkit-simulation-*.log")
 	if err != nil {
-		t.Fatalf("simulation (%s %s): %v\n%s", os.Args[0], strings.Join(args, " "), err, out)
+		return nil, err
 	}
-	if testing.Verbose() {
-		t.Logf("simulation, in a child process:\n%s", out)
+	c := &simChild{cmd: exec.Command(os.Args[0], args...), out: out}
+	c.cmd.Env = append(os.Environ(), simChildEnv+"=1")
+	c.cmd.Stdout, c.cmd.Stderr = out, out
+	return c, nil
+}
+
+// output returns what the child printed, and removes its file.
+func (c *simChild) output() []byte {
+	b, _ := os.ReadFile(c.out.Name())
+	c.out.Close()
+	os.Remove(c.out.Name())
+	return b
+}
+
+// simEarly is the child startSimChildEarly started, until TestSimulation
+// takes it.
+var simEarly atomic.Pointer[simChild]
+
+// startSimChildEarly starts TestSimulation's child process from TestMain
+// when every test of the package is to run (no -test.run, -test.skip,
+// -test.list or -test.fuzz, no -sim flag), so that the simulation runs
+// beside the sequential tests too, not only beside the parallel ones. It
+// returns the function, for after the tests, that kills the child if no
+// TestSimulation took it (-failfast stopped the run first).
+func startSimChildEarly() (stop func()) {
+	stop = func() {}
+	if os.Getenv(simChildEnv) != "" || *simSeedFlag != 0 || *simSurvey > 0 || *simDuration > 0 {
+		return stop
+	}
+	for _, name := range []string{"test.run", "test.skip", "test.list", "test.fuzz"} {
+		if f := flag.Lookup(name); f == nil || f.Value.String() != "" {
+			return stop
+		}
+	}
+	var timeout time.Duration
+	if f := flag.Lookup("test.timeout"); f != nil {
+		timeout, _ = time.ParseDuration(f.Value.String())
+	}
+	c, err := newSimChild(timeout)
+	if err != nil {
+		return stop // TestSimulation tries again, and reports the error
+	}
+	if c.cmd.Start() != nil {
+		c.output()
+		return stop
+	}
+	simEarly.Store(c)
+	return func() {
+		if c := simEarly.Swap(nil); c != nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+			c.output()
+		}
 	}
 }
 
