@@ -496,7 +496,7 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 		} else {
 			out = p.settleLocked(n, t, err, out)
 		}
-		work := p.dispatchLocked()
+		p.dispatchLocked(nil)
 		finished := t.finished
 		p.mu.Unlock()
 		if finished {
@@ -510,7 +510,6 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 			p.limit.release(1, t.size)
 		}
 		p.deliver(out)
-		p.send(work)
 		if finished {
 			err := t.err
 			p.putSyncTx(t)
@@ -552,10 +551,9 @@ func (p *ProducerPool) abandon(t *poolTx) error {
 		t.abandoned = true
 		out = append(out, p.finishLocked(t, neverSentCtx(t.ctx)))
 	}
-	work := p.dispatchLocked()
+	p.dispatchLocked(nil)
 	p.mu.Unlock()
 	p.deliver(out)
-	p.send(work)
 	return t.err
 }
 
@@ -746,37 +744,28 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	// freed, a node up, a publish finished while queued) dispatches before
 	// mu is released: so when publishes already wait, none of the nodes
 	// can take the first of them, and t, behind it, need not be tried.
-	var work []nodeWork
 	waiting := p.queue.len()+p.retryQ.len() > 0
 	p.queue.pushBack(t)
 	if !waiting {
-		work = p.dispatchLocked()
+		p.dispatchLocked(nil)
 	}
 	p.mu.Unlock()
-	p.send(work)
 	return nil
 }
 
-// nodeWork is what dispatch hands one node; the node's sendMu is held.
-type nodeWork struct {
-	n   *poolNode
-	txs []*poolTx
-}
-
 // dispatchLocked takes publishes from the front of the queues for the
-// nodes that have room, in order. It locks the sendMu of every node it
-// gives work to before mu is released, so each node receives its publishes
-// in the order they were taken; send hands them over and unlocks.
-func (p *ProducerPool) dispatchLocked() []nodeWork {
-	var work []nodeWork
+// nodes that have room, in order: a sync caller is woken to publish its
+// own, an async publish goes to the node's box, which its router takes
+// (self is the node whose hook is dispatching, or nil).
+func (p *ProducerPool) dispatchLocked(self *poolNode) {
 	if p.closing {
-		return nil
+		return
 	}
 	// Keyed publishes waiting for their node go first, in order.
 	for _, n := range p.nodes {
 		for n.state == nodeUp && n.keyQ.len() > 0 && n.hasRoom(p, n.keyQ.peek()) {
 			if t := n.keyQ.popFront(); !t.finished {
-				work = p.assignLocked(n, t, work)
+				p.assignLocked(n, t, self)
 			}
 		}
 	}
@@ -803,7 +792,7 @@ func (p *ProducerPool) dispatchLocked() []nodeWork {
 				n.keyQ.pushBack(t) // behind the key's earlier publishes
 				continue
 			}
-			work = p.assignLocked(n, t, work)
+			p.assignLocked(n, t, self)
 			continue
 		}
 		n := p.pickLocked(t)
@@ -811,17 +800,13 @@ func (p *ProducerPool) dispatchLocked() []nodeWork {
 			break
 		}
 		q.popFront()
-		work = p.assignLocked(n, t, work)
+		p.assignLocked(n, t, self)
 	}
-	for _, w := range work {
-		w.n.sendMu.Lock()
-	}
-	return work
 }
 
 // assignLocked gives t to n: a sync caller is woken to publish it, an async
-// publish joins n's work.
-func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, work []nodeWork) []nodeWork {
+// publish goes to n's box.
+func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, self *poolNode) {
 	n.held += t.msgs
 	n.heldSize += t.size
 	p.held += t.msgs
@@ -829,20 +814,9 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, work []nodeWork) []n
 	t.attempts++
 	if t.wake != nil {
 		t.wake <- n // the sync caller publishes it
-		return work
+		return
 	}
-	i := 0
-	for i < len(work) && work[i].n != n {
-		i++
-	}
-	if i == len(work) {
-		// Room for what the node may take now: one allocation, not a
-		// doubling per batch.
-		c := min(p.queue.len()+p.retryQ.len()+1, p.window-n.held+t.msgs)
-		work = append(work, nodeWork{n: n, txs: make([]*poolTx, 0, max(c, 1))})
-	}
-	work[i].txs = append(work[i].txs, t)
-	return work
+	n.giveLocked(t, self)
 }
 
 // keyNodeLocked returns the node for a keyed publish: of the nodes that are
@@ -923,42 +897,6 @@ func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 		p.rr++
 	}
 	return best
-}
-
-// send hands dispatched publishes to their nodes' Producers, then settles
-// those a Producer refused at the call, which may dispatch more.
-func (p *ProducerPool) send(work []nodeWork) {
-	for len(work) > 0 {
-		type refusal struct {
-			n   *poolNode
-			t   *poolTx
-			err error
-		}
-		var refused []refusal
-		for _, w := range work {
-			for _, t := range w.txs {
-				if err := w.n.publish(t); err != nil {
-					refused = append(refused, refusal{w.n, t, err})
-				}
-			}
-			w.n.sendMu.Unlock()
-		}
-		if len(refused) == 0 {
-			return
-		}
-		p.mu.Lock()
-		var out []*poolTx
-		for _, r := range refused {
-			if r.err == ErrStopped {
-				// The node was removed while this was dispatched: never sent.
-				r.err = neverSentf(fmt.Errorf("nsq: nsqd %s left the pool", r.n.addr))
-			}
-			out = p.settleLocked(r.n, r.t, r.err, out)
-		}
-		work = p.dispatchLocked()
-		p.mu.Unlock()
-		p.deliver(out)
-	}
 }
 
 // settleLocked records a node's result for t, and either finishes t (its
@@ -1275,7 +1213,7 @@ type poolTx struct {
 	abandoned bool  // the sync caller stopped waiting
 	err       error // the final result, once finished
 
-	result   *ProducerTransaction // the node's last result, reused for delivery; set by the node loop
+	result   *ProducerTransaction // the node's last result, reused for delivery; set by the node hook
 	nodeArgs [1]interface{}       // the args it is published with on a node: itself
 }
 

@@ -41,7 +41,8 @@ type router struct {
 	// The backlog of each doneChan that has a courier: the publishing calls
 	// wait on it (chan *ProducerTransaction -> *pendingLimit).
 	backlogs *sync.Map
-	hook     txHook // the Producer's: takes async results in place of their doneChans, or nil
+	hook     txHook          // the Producer's: takes async results in place of their doneChans, and hands over publishes; or nil
+	hookWake <-chan struct{} // the hook's: ready when it has publishes to hand over; nil without a hook
 
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
@@ -190,6 +191,9 @@ func newRouter(p *Producer) *router {
 		timer:           time.NewTimer(time.Hour),
 	}
 	r.timer.Stop()
+	if r.hook != nil {
+		r.hookWake = r.hook.wake()
+	}
 	r.batchBytes = r.config.MaxBatchBytes
 	if r.config.MaxBodySize > 0 && int64(r.batchBytes) > r.config.MaxBodySize {
 		r.batchBytes = int(r.config.MaxBodySize)
@@ -227,7 +231,14 @@ func (r *router) run() {
 		r.advance()
 		r.release.to(r.limit)
 		if r.hook != nil {
-			r.hook.flush() // the results of this pass, at once
+			// The results of this pass, at once; then what the hook hands
+			// over, accepted as if it came through transactionChan.
+			if txs := r.hook.flush(); len(txs) > 0 {
+				for _, tx := range txs {
+					r.accept(tx)
+				}
+				continue
+			}
 		}
 		if r.draining && r.finished() {
 			break
@@ -259,6 +270,8 @@ func (r *router) run() {
 			r.handOffNow()
 		case ev := <-r.eventChan:
 			r.onEvent(ev)
+		case <-r.hookWake:
+			// The hook has publishes: the next pass takes them.
 		case <-r.timer.C:
 			r.timerAt = time.Time{}
 			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
