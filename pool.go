@@ -463,16 +463,19 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 	if ctx.Done() != nil {
 		t.ctx = ctx
 	}
+	t.inline = true // given a node by its own enqueue: no wake-up
 	if err := p.enqueue(ctx, t); err != nil {
 		p.putSyncTx(t)
 		return err
 	}
+	n := t.inlineNode
 	for {
-		var n *poolNode
-		select {
-		case n = <-t.wake:
-		case <-ctx.Done():
-			return p.abandon(t)
+		if n == nil {
+			select {
+			case n = <-t.wake:
+			case <-ctx.Done():
+				return p.abandon(t)
+			}
 		}
 		if n == nil {
 			// Finished while waiting for a node (t.err was written before
@@ -515,6 +518,7 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 			p.putSyncTx(t)
 			return err
 		}
+		n = nil
 	}
 }
 
@@ -597,6 +601,15 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 // enqueueAsync is enqueue for an async publish, whose poolTx is recycled
 // when it is not accepted.
 func (p *ProducerPool) enqueueAsync(ctx context.Context, t *poolTx) error {
+	if t.kind != poolMPUB {
+		// The node's transaction, made here rather than on the router's
+		// goroutine, which has more to do; an MPUB is encoded for its node.
+		t.nodeArgs[0] = t
+		t.ptx = &ProducerTransaction{Args: t.nodeArgs[:], kind: kindPUB, topic: t.topic, body: t.body, size: t.size}
+		if t.kind == poolDPUB {
+			t.ptx.kind, t.ptx.delay = kindDPUB, t.delay
+		}
+	}
 	if err := p.enqueue(ctx, t); err != nil {
 		putAsyncTx(t)
 		return err
@@ -749,6 +762,12 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	if !waiting {
 		p.dispatchLocked(nil)
 	}
+	if t.inline {
+		// A sync publish given a node just now learns it here, not
+		// through its wake channel.
+		t.inline = false
+		t.inlineNode = t.node
+	}
 	p.mu.Unlock()
 	return nil
 }
@@ -813,7 +832,9 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, self *poolNode) {
 	t.node = n
 	t.attempts++
 	if t.wake != nil {
-		t.wake <- n // the sync caller publishes it
+		if !t.inline {
+			t.wake <- n // the sync caller publishes it
+		}
 		return
 	}
 	n.giveLocked(t, self)
@@ -883,7 +904,7 @@ func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 			continue
 		}
 		score := n.held
-		if n.tombstoned[t.topic] {
+		if len(n.tombstoned) > 0 && n.tombstoned[t.topic] {
 			score += 1 << 40
 		}
 		if n == t.last {
@@ -1071,6 +1092,8 @@ func (p *ProducerPool) failQueueLocked(err error) []*poolTx {
 func (p *ProducerPool) deliver(out []*poolTx) {
 	var relCount, relBytes int64 // room freed, released at once
 	locked := false
+	var lastCh chan *ProducerTransaction // the doneChan of the result before, and its courier
+	var lastC *poolCourier
 	for _, t := range out {
 		if t.wake != nil {
 			p.limit.release(1, t.size)
@@ -1083,7 +1106,12 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 			continue
 		}
 		tx := t.result
-		if tx == nil {
+		switch {
+		case tx != nil:
+		case t.ptx != nil: // never handed to a node
+			tx = t.ptx
+			*tx = ProducerTransaction{}
+		default:
 			tx = &ProducerTransaction{}
 		}
 		tx.Error, tx.Args = t.err, t.args
@@ -1093,8 +1121,12 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 			p.cmu.Lock()
 			locked = true
 		}
-		if c := p.couriers[ch]; c != nil {
-			c.q = append(c.q, courierItem{tx, size})
+		if ch != lastCh {
+			// Results of one stream share a doneChan: one lookup for them.
+			lastCh, lastC = ch, p.couriers[ch]
+		}
+		if lastC != nil {
+			lastC.q = append(lastC.q, courierItem{tx, size})
 			continue
 		}
 		select {
@@ -1106,9 +1138,9 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 		if p.couriers == nil {
 			p.couriers = map[chan *ProducerTransaction]*poolCourier{}
 		}
-		c := &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{})}
-		p.couriers[ch] = c
-		go p.carry(c)
+		lastC = &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{})}
+		p.couriers[ch] = lastC
+		go p.carry(lastC)
 	}
 	if locked {
 		p.cmu.Unlock()
@@ -1190,19 +1222,21 @@ const (
 // poolTx is one publish accepted by the pool. Fields below are set by the
 // call, then only read, except where noted.
 type poolTx struct {
-	kind     poolKind
-	topic    string
-	body     []byte
-	bodies   [][]byte
-	delay    time.Duration
-	msgs     int   // messages it publishes
-	size     int64 // bytes held against the pending limits
-	args     []interface{}
-	doneChan chan *ProducerTransaction // async: the caller's; nil drops the result
-	wake     chan *poolNode            // sync: the node it is given, or nil once finished
-	ctx      context.Context           // sync with a context: not handed to a node once done
-	keyed    bool                      // published by key: goes to the key's node
-	keyHash  uint64
+	kind       poolKind
+	topic      string
+	body       []byte
+	bodies     [][]byte
+	delay      time.Duration
+	msgs       int   // messages it publishes
+	size       int64 // bytes held against the pending limits
+	args       []interface{}
+	doneChan   chan *ProducerTransaction // async: the caller's; nil drops the result
+	wake       chan *poolNode            // sync: the node it is given, or nil once finished
+	inline     bool                      // sync, guarded by ProducerPool.mu: in its own enqueue; a node it is given then is not sent on wake
+	inlineNode *poolNode                 // sync: the node its own enqueue gave it, read by its caller only
+	ctx        context.Context           // sync with a context: not handed to a node once done
+	keyed      bool                      // published by key: goes to the key's node
+	keyHash    uint64
 
 	// Guarded by ProducerPool.mu.
 	epoch     uint64
@@ -1214,6 +1248,7 @@ type poolTx struct {
 	err       error // the final result, once finished
 
 	result   *ProducerTransaction // the node's last result, reused for delivery; set by the node hook
+	ptx      *ProducerTransaction // async PUB, DPUB: the node's transaction for its next attempt, made at the call; nil once handed
 	nodeArgs [1]interface{}       // the args it is published with on a node: itself
 }
 

@@ -113,8 +113,16 @@ func (n *poolNode) handOver(box []*poolTx, txs []*ProducerTransaction) []*Produc
 // result comes back through the hook, with t in Args.
 func (n *poolNode) producerTx(t *poolTx) (*ProducerTransaction, error) {
 	pr := n.producer
+	if tx := t.ptx; tx != nil && t.kind == poolPUB {
+		if max := pr.learned.maxMsg.Load(); max > 0 && int64(len(t.body)) > max {
+			return nil, learnedTooBig("message body", int64(len(t.body)), "--max-msg-size", max)
+		}
+		t.ptx = nil
+		return tx, nil
+	}
 	t.nodeArgs[0] = t
 	tx := &ProducerTransaction{Args: t.nodeArgs[:], topic: t.topic}
+	t.ptx = nil
 	switch t.kind {
 	case poolPUB:
 		if max := pr.learned.maxMsg.Load(); max > 0 && int64(len(t.body)) > max {
