@@ -96,7 +96,7 @@ type ProducerPool struct {
 	window     int    // messages a node may hold handed to it and unanswered
 	windowSize int64  // bytes of them
 
-	limit pendingLimit // Config.MaxPending, MaxPendingBytes: accepted, not yet delivered
+	limit poolLimit // Config.MaxPending, MaxPendingBytes: accepted, not yet delivered
 
 	logs logSink // the pool's loggers; every node's Producer logs through them
 
@@ -1154,7 +1154,7 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 // full.
 type poolCourier struct {
 	ch     chan *ProducerTransaction
-	q      []courierItem // guarded by ProducerPool.cmu
+	q      []courierItem // guarded by ProducerPool.cmu: queued by deliver, not yet taken by carry
 	exited chan struct{}
 }
 
@@ -1165,34 +1165,52 @@ type courierItem struct {
 
 func (p *ProducerPool) carry(c *poolCourier) {
 	defer close(c.exited)
+	var batch []courierItem
 	for {
+		// What deliver queued so far, at once; it queues more meanwhile.
 		p.cmu.Lock()
 		if len(c.q) == 0 {
 			delete(p.couriers, c.ch)
 			p.cmu.Unlock()
 			return
 		}
-		it := c.q[0]
+		batch, c.q = c.q, batch[:0]
 		p.cmu.Unlock()
-		select {
-		case c.ch <- it.tx:
-			p.limit.release(1, it.size)
-			p.cmu.Lock()
-			c.q[0] = courierItem{}
-			c.q = c.q[1:]
-			p.cmu.Unlock()
-		case <-p.abandonChan:
-			p.cmu.Lock()
-			dropped := len(c.q)
-			for _, it := range c.q {
-				p.limit.release(1, it.size)
+		// Room goes back once per run of results the channel took
+		// without waiting, and before each wait: not once per result.
+		var relCount, relBytes int64
+		for i, it := range batch {
+			select {
+			case c.ch <- it.tx:
+				relCount, relBytes = relCount+1, relBytes+it.size
+				continue
+			default:
 			}
-			c.q = nil
-			delete(p.couriers, c.ch)
-			p.cmu.Unlock()
-			p.log(LogLevelError, "%d results dropped after stop_timeout: doneChan not read", dropped)
-			return
+			if relCount > 0 {
+				p.limit.release(relCount, relBytes)
+				relCount, relBytes = 0, 0
+			}
+			select {
+			case c.ch <- it.tx:
+				relCount, relBytes = 1, it.size
+			case <-p.abandonChan:
+				p.cmu.Lock()
+				rest := append(batch[i:], c.q...)
+				c.q = nil
+				delete(p.couriers, c.ch)
+				p.cmu.Unlock()
+				for _, it := range rest {
+					relCount, relBytes = relCount+1, relBytes+it.size
+				}
+				p.limit.release(relCount, relBytes)
+				p.log(LogLevelError, "%d results dropped after stop_timeout: doneChan not read", len(rest))
+				return
+			}
 		}
+		if relCount > 0 {
+			p.limit.release(relCount, relBytes)
+		}
+		clear(batch)
 	}
 }
 
