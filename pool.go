@@ -105,6 +105,7 @@ type ProducerPool struct {
 	byAddr   map[string]*poolNode // guarded by mu
 	queue    poolQueue            // guarded by mu: accepted, not handed to a node, oldest first
 	retryQ   poolQueue            // guarded by mu: to be handed to another node, before queue
+	started  bool                 // guarded by mu: the nodes' goroutines run (see start)
 	stopped  bool                 // guarded by mu: Stop was called
 	closing  bool                 // guarded by mu: nodes are stopping; nothing moves any more
 	expired  bool                 // guarded by mu: Stop's deadline passed
@@ -117,6 +118,7 @@ type ProducerPool struct {
 	idle     chan struct{}        // guarded by mu: closed once stopping with nothing queued or held
 
 	lookupd poolLookupd
+	live    atomic.Bool // started is set
 
 	cmu      sync.Mutex
 	couriers map[chan *ProducerTransaction]*poolCourier // guarded by cmu
@@ -139,7 +141,10 @@ type poolFlusher struct {
 // NewProducerPool returns a pool for the nsqd TCP addresses addrs (which may
 // be empty when the nodes come from nsqlookupd; duplicates are ignored).
 // config is validated and copied; each node gets a Producer with a copy of
-// it. The pool connects to every node at once, in the background.
+// it. The pool connects to every node in the background, starting at the
+// first call of a publishing method, Flush, SetLogger, SetLoggerForLevel or
+// SetLoggerLevel: so a logger set right after NewProducerPool gets every
+// line of the pool and its nodes.
 func NewProducerPool(addrs []string, config *Config) (*ProducerPool, error) {
 	if config == nil {
 		return nil, errors.New("nsq: NewProducerPool needs a Config from NewConfig, got nil")
@@ -276,6 +281,7 @@ func (p *ProducerPool) TryPublishAsync(topic string, body []byte, doneChan chan 
 // nil, ctx's error, or ErrStopped. Results of async publishes may still be
 // on their way to their doneChan.
 func (p *ProducerPool) Flush(ctx context.Context) error {
+	p.start()
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
@@ -378,7 +384,11 @@ func (p *ProducerPool) Stop() {
 	p.expired = !time.Now().Before(deadline)
 	for _, n := range p.nodes {
 		n.removeLocked(p)
+		if !n.launched {
+			p.launchLocked(n) // it only leaves
+		}
 	}
+	p.started = true
 	out := p.failQueueLocked(neverSentf(errPoolStopTimeout))
 	p.mu.Unlock()
 	p.deliver(out)
@@ -409,15 +419,24 @@ func (p *ProducerPool) Stop() {
 // SetLogger sets the logger for every level, and the lowest level logged,
 // of the pool and of every node's Producer (theirs go through the pool's). A
 // nil logger silences them.
-func (p *ProducerPool) SetLogger(l logger, lvl LogLevel) { p.logs.set(l, lvl) }
+func (p *ProducerPool) SetLogger(l logger, lvl LogLevel) {
+	p.logs.set(l, lvl)
+	p.start()
+}
 
 // SetLoggerForLevel sets the logger for one level, of the pool and of every
 // node's Producer.
-func (p *ProducerPool) SetLoggerForLevel(l logger, lvl LogLevel) { p.logs.setForLevel(l, lvl) }
+func (p *ProducerPool) SetLoggerForLevel(l logger, lvl LogLevel) {
+	p.logs.setForLevel(l, lvl)
+	p.start()
+}
 
 // SetLoggerLevel sets the lowest level logged, by the pool and by every
 // node's Producer.
-func (p *ProducerPool) SetLoggerLevel(lvl LogLevel) { p.logs.setLevel(lvl) }
+func (p *ProducerPool) SetLoggerLevel(lvl LogLevel) {
+	p.logs.setLevel(lvl)
+	p.start()
+}
 
 // poolLogForward is a node Producer's logger for one level: it writes
 // through the pool's logger for that level, as the pool's settings are
@@ -725,6 +744,7 @@ type poolTryContext struct{ context.Context }
 // enqueue takes room under the pending limits, queues t and hands what it
 // can to the nodes.
 func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
+	p.start()
 	if _, try := ctx.(poolTryContext); try {
 		if !p.limit.tryAcquire(t.size) {
 			p.stats.refused.Add(1)

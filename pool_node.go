@@ -181,7 +181,8 @@ type poolNode struct {
 	exited   chan struct{} // closed when the node's goroutine has exited
 
 	// Guarded by ProducerPool.mu.
-	state nodeState
+	state    nodeState
+	launched bool // its goroutine was started
 	// box holds the async publishes given to the node and not yet taken by
 	// its router (the hook takes them all at once), in the order the pool
 	// took them from its queue.
@@ -229,9 +230,37 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 	} else {
 		p.log(LogLevelInfo, "nsqd %s joins the pool (from nsqlookupd)", addr)
 	}
+	if p.started {
+		p.launchLocked(n)
+	}
+	return n
+}
+
+// launchLocked starts the node's goroutine, which connects it.
+func (p *ProducerPool) launchLocked(n *poolNode) {
+	n.launched = true
 	p.wg.Add(1)
 	go p.runNode(n)
-	return n
+}
+
+// start starts connecting the nodes, once: at the first publish, Flush,
+// SetLogger, SetLoggerForLevel or SetLoggerLevel, so that a logger set
+// right after NewProducerPool sees every line of the nodes' Producers.
+func (p *ProducerPool) start() {
+	if p.live.Load() {
+		return
+	}
+	p.mu.Lock()
+	if !p.started {
+		p.started = true
+		for _, n := range p.nodes {
+			if !n.launched {
+				p.launchLocked(n)
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.live.Store(true)
 }
 
 // hasRoom reports whether n may take t now. A node holding nothing takes

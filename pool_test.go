@@ -908,3 +908,51 @@ func TestPoolBoxOrder(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(2*N), s.MessageCount)
 }
+
+// TestPoolStartsLazily: NewProducerPool connects nothing until the first
+// publish, Flush or SetLogger*: a logger set right after it gets every
+// line (the nodes' "connecting" lines included), none goes to the default
+// logger first. A pool stopped before it started leaves no goroutine.
+func TestPoolStartsLazily(t *testing.T) {
+	_, addrs := startNodes(t, 1)
+	launched := func(p *ProducerPool) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		// A node that has left the pool (after Stop) left through its
+		// goroutine.
+		return len(p.nodes) == 0 || p.nodes[0].launched
+	}
+	stopAtEnd := func(p *ProducerPool) {
+		livePools.Add(1)
+		t.Cleanup(func() {
+			p.Stop()
+			if livePools.Add(-1) == 0 {
+				requirePoolNoLeaks(t)
+			}
+		})
+	}
+
+	p, err := NewProducerPool(addrs, poolConfig(t))
+	require.NoError(t, err)
+	stopAtEnd(p)
+	assert.False(t, launched(p), "a node started connecting before anything asked for it")
+	assert.Equal(t, "connecting", p.Stats().Nodes[0].State)
+	logs := &testLogger{t: t}
+	lines := logs.watch(100)
+	p.SetLogger(logs, LogLevelInfo)
+	waitLine(t, lines, "("+addrs[0]+") connecting to nsqd", 5*time.Second)
+	waitPool(t, p, 5*time.Second, "the node up", func(s ProducerPoolStats) bool { return upNodes(s) == 1 })
+
+	for name, first := range map[string]func(p *ProducerPool){
+		"Publish": func(p *ProducerPool) { assert.NoError(t, p.Publish("lazy", []byte("x"))) },
+		"Flush":   func(p *ProducerPool) { assert.NoError(t, p.Flush(context.Background())) },
+		"Stop":    func(p *ProducerPool) { p.Stop() },
+	} {
+		p, err := NewProducerPool(addrs, poolConfig(t))
+		require.NoError(t, err)
+		stopAtEnd(p)
+		assert.False(t, launched(p), name)
+		first(p)
+		assert.True(t, launched(p), name)
+	}
+}
