@@ -655,6 +655,47 @@ func TestPoolFailover(t *testing.T) {
 		}
 	})
 
+	t.Run("async never sent moves, each result once", func(t *testing.T) {
+		// Async publishes reach a node through its box in batches, and its
+		// results settle in batches: those a node could not send (its
+		// connection gone, reconnecting refused) all move to the other
+		// node, and each result arrives exactly once.
+		fake := fakeNode(t, func(c *fakensqd.Conn) {})
+		p := newTestPool(t, []string{fake.Addr(), real}, poolConfig(t))
+		logs := &testLogger{t: t}
+		lines := logs.watch(100)
+		p.SetLogger(logs, LogLevelInfo)
+		bothUp(t, p)
+		fake.Close()
+		waitLine(t, lines, "("+fake.Addr()+") connection lost", 5*time.Second)
+		before := topicCount(t, nodes[0], "failover-async")
+		const N = 2000
+		done := make(chan *ProducerTransaction, N)
+		for i := range N {
+			require.NoError(t, p.PublishAsync("failover-async", []byte("x"), done, i))
+		}
+		seen := make([]bool, N)
+		for range N {
+			tx := <-done
+			require.NoError(t, tx.Error)
+			i := tx.Args[0].(int)
+			require.False(t, seen[i], "result %d delivered twice", i)
+			seen[i] = true
+		}
+		require.NoError(t, p.Flush(context.Background()))
+		select {
+		case tx := <-done:
+			t.Fatalf("an extra result: %v", tx.Args)
+		default:
+		}
+		assert.Equal(t, before+N, topicCount(t, nodes[0], "failover-async"))
+		f := nodeStats(p, fake.Addr())
+		assert.Positive(t, f.Rerouted, "nothing went to the node that could not send")
+		assert.Equal(t, f.NeverSent, f.Rerouted)
+		assert.Equal(t, f.Rerouted, p.Stats().Rerouted)
+		assert.Equal(t, uint64(N), p.Stats().Published)
+	})
+
 	t.Run("nsqd's refusal is not retried", func(t *testing.T) {
 		small, addrs := startNodes(t, 2, "--max-msg-size=64")
 		p := newTestPool(t, addrs, poolConfig(t))
