@@ -977,7 +977,7 @@ func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error, out []*po
 		switch {
 		case ctxDone:
 			return append(out, p.finishLocked(t, neverSentCtx(t.ctx)))
-		case p.closing || p.expired || t.attempts >= p.config.PoolMaxAttempts:
+		case p.closing || p.expired || int(t.attempts) >= p.config.PoolMaxAttempts:
 			return append(out, p.finishLocked(t, err))
 		case p.hopelessLocked():
 			return append(out, p.finishLocked(t, err))
@@ -1260,34 +1260,34 @@ const (
 // poolTx is one publish accepted by the pool. Fields below are set by the
 // call, then only read, except where noted.
 type poolTx struct {
-	kind       poolKind
+	// The fields dispatch, settle and finish read and write, in the first
+	// cache line: a queued publish is cold by the time a node takes it.
+	kind      poolKind
+	keyed     bool                      // published by key: goes to the key's node
+	finished  bool                      // guarded by ProducerPool.mu
+	abandoned bool                      // guarded by ProducerPool.mu: the sync caller stopped waiting
+	attempts  int32                     // guarded by ProducerPool.mu: nodes it was handed to
+	msgs      int                       // messages it publishes
+	size      int64                     // bytes held against the pending limits
+	node      *poolNode                 // guarded by ProducerPool.mu: the node holding it, or nil
+	last      *poolNode                 // guarded by ProducerPool.mu: the node it last failed on
+	wake      chan *poolNode            // sync: the node it is given, or nil once finished
+	ptx       *ProducerTransaction      // async PUB, DPUB: the node's transaction for its next attempt, made at the call; nil once handed
+	epoch     uint64                    // guarded by ProducerPool.mu
+	doneChan  chan *ProducerTransaction // async: the caller's; nil drops the result
+	result    *ProducerTransaction      // the node's last result, reused for delivery; set by the node hook
+	err       error                     // guarded by ProducerPool.mu: the final result, once finished
+	args      []interface{}
+
+	inline     bool // sync, guarded by ProducerPool.mu: in its own enqueue; a node it is given then is not sent on wake
 	topic      string
 	body       []byte
 	bodies     [][]byte
 	delay      time.Duration
-	msgs       int   // messages it publishes
-	size       int64 // bytes held against the pending limits
-	args       []interface{}
-	doneChan   chan *ProducerTransaction // async: the caller's; nil drops the result
-	wake       chan *poolNode            // sync: the node it is given, or nil once finished
-	inline     bool                      // sync, guarded by ProducerPool.mu: in its own enqueue; a node it is given then is not sent on wake
-	inlineNode *poolNode                 // sync: the node its own enqueue gave it, read by its caller only
-	ctx        context.Context           // sync with a context: not handed to a node once done
-	keyed      bool                      // published by key: goes to the key's node
+	inlineNode *poolNode       // sync: the node its own enqueue gave it, read by its caller only
+	ctx        context.Context // sync with a context: not handed to a node once done
 	keyHash    uint64
-
-	// Guarded by ProducerPool.mu.
-	epoch     uint64
-	node      *poolNode // the node holding it, or nil
-	last      *poolNode // the node it last failed on
-	attempts  int       // nodes it was handed to
-	finished  bool
-	abandoned bool  // the sync caller stopped waiting
-	err       error // the final result, once finished
-
-	result   *ProducerTransaction // the node's last result, reused for delivery; set by the node hook
-	ptx      *ProducerTransaction // async PUB, DPUB: the node's transaction for its next attempt, made at the call; nil once handed
-	nodeArgs [1]interface{}       // the args it is published with on a node: itself
+	nodeArgs   [1]interface{} // the args it is published with on a node: itself
 }
 
 // poolQueue is a FIFO of pool publishes.

@@ -88,7 +88,7 @@ func (n *poolNode) handOver(box []*poolTx, txs []*ProducerTransaction) []*Produc
 			refused, errs = append(refused, t), append(errs, err)
 			continue
 		}
-		count, bytes = count+1, bytes+tx.size
+		count, bytes = count+1, bytes+t.size // tx's, without touching tx
 		txs = append(txs, tx)
 	}
 	if count > 0 {
