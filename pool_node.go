@@ -13,14 +13,13 @@ import (
 // its loop, after that pass's results. flush returns the publishes handed
 // to the Producer since the last call, in order, their room under its
 // pending limits taken: the router accepts them as if they had come through
-// transactionChan. wake is ready when flush has publishes to return, so an
-// idle router takes them. None of these may block the router for long:
-// flush may wait for the pool's mu, which is never held while waiting for a
-// router.
+// transactionChan. A nil transaction on transactionChan wakes an idle
+// router for its hook: the router skips it, and the pass it makes flushes.
+// None of these may block the router for long: flush may wait for the
+// pool's mu, which is never held while waiting for a router.
 type txHook interface {
 	done(tx *ProducerTransaction)
 	flush() []*ProducerTransaction
-	wake() <-chan struct{}
 }
 
 // nodeHook is a node Producer's txHook: the node's side of the pool's
@@ -39,8 +38,6 @@ type nodeHook struct {
 }
 
 func (h *nodeHook) done(tx *ProducerTransaction) { h.txs = append(h.txs, tx) }
-
-func (h *nodeHook) wake() <-chan struct{} { return h.n.wakeChan }
 
 func (h *nodeHook) flush() []*ProducerTransaction {
 	clear(h.pull)
@@ -176,7 +173,6 @@ type poolNode struct {
 	producer *Producer
 	static   bool          // given to NewProducerPool: nsqlookupd never removes it
 	kick     chan struct{} // capacity 1: the node's state changed
-	wakeChan chan struct{} // capacity 1: its box has publishes (its hook's wake)
 	boxed    atomic.Bool   // its box has publishes: set and cleared under ProducerPool.mu
 	exited   chan struct{} // closed when the node's goroutine has exited
 
@@ -219,7 +215,6 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 		producer: pr,
 		static:   static,
 		kick:     make(chan struct{}, 1),
-		wakeChan: make(chan struct{}, 1),
 		exited:   make(chan struct{}),
 	}
 	pr.hook = &nodeHook{p: p, n: n} // before any publish starts its router
@@ -279,8 +274,9 @@ func (n *poolNode) giveLocked(t *poolTx, self *poolNode) {
 	}
 	n.boxed.Store(true)
 	if n != self {
+		// A full inbox wakes the router anyway.
 		select {
-		case n.wakeChan <- struct{}{}:
+		case n.producer.transactionChan <- nil:
 		default:
 		}
 	}

@@ -41,8 +41,7 @@ type router struct {
 	// The backlog of each doneChan that has a courier: the publishing calls
 	// wait on it (chan *ProducerTransaction -> *pendingLimit).
 	backlogs *sync.Map
-	hook     txHook          // the Producer's: takes async results in place of their doneChans, and hands over publishes; or nil
-	hookWake <-chan struct{} // the hook's: ready when it has publishes to hand over; nil without a hook
+	hook     txHook // the Producer's: takes async results in place of their doneChans, and hands over publishes; or nil
 
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
@@ -191,9 +190,6 @@ func newRouter(p *Producer) *router {
 		timer:           time.NewTimer(time.Hour),
 	}
 	r.timer.Stop()
-	if r.hook != nil {
-		r.hookWake = r.hook.wake()
-	}
 	r.batchBytes = r.config.MaxBatchBytes
 	if r.config.MaxBodySize > 0 && int64(r.batchBytes) > r.config.MaxBodySize {
 		r.batchBytes = int(r.config.MaxBodySize)
@@ -270,8 +266,6 @@ func (r *router) run() {
 			r.handOffNow()
 		case ev := <-r.eventChan:
 			r.onEvent(ev)
-		case <-r.hookWake:
-			// The hook has publishes: the next pass takes them.
 		case <-r.timer.C:
 			r.timerAt = time.Time{}
 			if r.draining && !r.expired && !time.Now().Before(r.deadline) {
@@ -416,6 +410,9 @@ func (r *router) armTimer() {
 
 // accept queues a transaction the Producer handed over.
 func (r *router) accept(tx *ProducerTransaction) {
+	if tx == nil {
+		return // the hook's wake-up: this pass's flush takes what it has
+	}
 	r.queue.pushBack(tx)
 }
 
