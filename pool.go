@@ -1261,7 +1261,10 @@ const (
 // call, then only read, except where noted.
 type poolTx struct {
 	// The fields dispatch, settle and finish read and write, in the first
-	// cache line: a queued publish is cold by the time a node takes it.
+	// cache line: a queued publish is cold by the time a node takes it,
+	// and again by the time its result comes. nodeArgs first: a result
+	// finds its poolTx through it.
+	nodeArgs  [1]interface{} // the args it is published with on a node: itself
 	kind      poolKind
 	keyed     bool                      // published by key: goes to the key's node
 	finished  bool                      // guarded by ProducerPool.mu
@@ -1270,10 +1273,10 @@ type poolTx struct {
 	msgs      int                       // messages it publishes
 	size      int64                     // bytes held against the pending limits
 	node      *poolNode                 // guarded by ProducerPool.mu: the node holding it, or nil
-	last      *poolNode                 // guarded by ProducerPool.mu: the node it last failed on
 	wake      chan *poolNode            // sync: the node it is given, or nil once finished
 	ptx       *ProducerTransaction      // async PUB, DPUB: the node's transaction for its next attempt, made at the call; nil once handed
 	epoch     uint64                    // guarded by ProducerPool.mu
+	last      *poolNode                 // guarded by ProducerPool.mu: the node it last failed on
 	doneChan  chan *ProducerTransaction // async: the caller's; nil drops the result
 	result    *ProducerTransaction      // the node's last result, reused for delivery; set by the node hook
 	err       error                     // guarded by ProducerPool.mu: the final result, once finished
@@ -1287,7 +1290,6 @@ type poolTx struct {
 	inlineNode *poolNode       // sync: the node its own enqueue gave it, read by its caller only
 	ctx        context.Context // sync with a context: not handed to a node once done
 	keyHash    uint64
-	nodeArgs   [1]interface{} // the args it is published with on a node: itself
 }
 
 // poolQueue is a FIFO of pool publishes.
