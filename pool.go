@@ -120,6 +120,9 @@ type ProducerPool struct {
 	lookupd poolLookupd
 	live    atomic.Bool // started is set
 
+	free  []*poolTx              // guarded by mu: blank async poolTxs (at most poolFreeMax)
+	spare atomic.Pointer[poolTx] // a blank async poolTx enqueue took from free for the next call, or nil
+
 	cmu      sync.Mutex
 	couriers map[chan *ProducerTransaction]*poolCourier // guarded by cmu
 
@@ -609,7 +612,7 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 		}
 		bodies = cp
 	}
-	t, err := p.newTx(getAsyncTx(), kind, topic, delay, body, bodies)
+	t, err := p.newTx(p.getAsyncTx(), kind, topic, delay, body, bodies)
 	if err != nil {
 		return err
 	}
@@ -640,7 +643,20 @@ func (p *ProducerPool) enqueueAsync(ctx context.Context, t *poolTx) error {
 // handed on, nothing refers to it.
 var asyncTxs = sync.Pool{New: func() any { return new(poolTx) }}
 
-func getAsyncTx() *poolTx { return asyncTxs.Get().(*poolTx) }
+// getAsyncTx returns a blank async poolTx: the one enqueue set aside from
+// the pool's free list, or one from asyncTxs.
+func (p *ProducerPool) getAsyncTx() *poolTx {
+	if t := p.spare.Swap(nil); t != nil {
+		return t
+	}
+	return asyncTxs.Get().(*poolTx)
+}
+
+// poolFreeMax is how many blank async poolTx a pool keeps for its callers:
+// its nodes' hooks give back a batch of them under the lock they settle
+// in, and enqueue sets one aside for the next call, which is cheaper than
+// a sync.Pool's Get and Put per publish on two goroutines.
+const poolFreeMax = 4096
 
 func putAsyncTx(t *poolTx) {
 	*t = poolTx{}
@@ -670,7 +686,7 @@ func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
 // arrive on doneChan in the order published while its node does not
 // change.
 func (p *ProducerPool) PublishAsyncByKey(key, topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	t, err := p.newTx(getAsyncTx(), poolPUB, topic, 0, body, nil)
+	t, err := p.newTx(p.getAsyncTx(), poolPUB, topic, 0, body, nil)
 	if err != nil {
 		return err
 	}
@@ -787,6 +803,11 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 		// through its wake channel.
 		t.inline = false
 		t.inlineNode = t.node
+	}
+	if k := len(p.free); k > 0 && p.spare.Load() == nil {
+		p.spare.Store(p.free[k-1]) // for the next async call
+		p.free[k-1] = nil
+		p.free = p.free[:k-1]
 	}
 	p.mu.Unlock()
 	return nil
@@ -1109,7 +1130,19 @@ func (p *ProducerPool) failQueueLocked(err error) []*poolTx {
 // woken; an async result goes to its doneChan at once when it has room,
 // else through that channel's courier, which keeps results in order
 // without blocking the pool.
-func (p *ProducerPool) deliver(out []*poolTx) {
+func (p *ProducerPool) deliver(out []*poolTx) { p.deliverTo(out, nil) }
+
+// deliverTo is deliver, which blanks the async poolTxs it is done with and
+// appends them to free, or, when free is nil, puts them in asyncTxs.
+func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
+	recycle := func(t *poolTx) {
+		if free == nil {
+			putAsyncTx(t)
+			return
+		}
+		*t = poolTx{}
+		*free = append(*free, t)
+	}
 	var relCount, relBytes int64 // room freed, released at once
 	locked := false
 	var lastCh chan *ProducerTransaction // the doneChan of the result before, and its courier
@@ -1122,7 +1155,7 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 		}
 		if t.doneChan == nil {
 			relCount, relBytes = relCount+1, relBytes+t.size
-			putAsyncTx(t)
+			recycle(t)
 			continue
 		}
 		tx := t.result
@@ -1136,7 +1169,7 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 		}
 		tx.Error, tx.Args = t.err, t.args
 		ch, size := t.doneChan, t.size
-		putAsyncTx(t) // tx carries the result from here
+		recycle(t) // tx carries the result from here
 		if !locked {
 			p.cmu.Lock()
 			locked = true

@@ -34,6 +34,7 @@ type nodeHook struct {
 	txs  []*ProducerTransaction // the pass's results; router goroutine only
 	out  []*poolTx              // reused by flush; router goroutine only
 	box  []*poolTx              // reused by flush; router goroutine only
+	free []*poolTx              // blank async poolTxs of the last flush's results, for the pool's free list; router goroutine only
 	pull []*ProducerTransaction // what flush returned last; router goroutine only
 }
 
@@ -48,6 +49,15 @@ func (h *nodeHook) flush() []*ProducerTransaction {
 	}
 	out := h.out[:0]
 	p.mu.Lock()
+	if len(h.free) > 0 {
+		k := min(len(h.free), poolFreeMax-len(p.free))
+		p.free = append(p.free, h.free[:k]...)
+		for _, t := range h.free[k:] {
+			asyncTxs.Put(t) // blank already
+		}
+		clear(h.free)
+		h.free = h.free[:0]
+	}
 	for _, tx := range h.txs {
 		t := tx.Args[0].(*poolTx)
 		t.result = tx
@@ -58,7 +68,7 @@ func (h *nodeHook) flush() []*ProducerTransaction {
 	p.mu.Unlock()
 	clear(h.txs)
 	h.txs = h.txs[:0]
-	p.deliver(out)
+	p.deliverTo(out, &h.free)
 	clear(out)
 	h.out = out[:0]
 	if len(box) > 0 {
