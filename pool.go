@@ -72,8 +72,8 @@ var poolCount atomic.Int64
 // including nsqd's E_MPUB_FAILED) is never sent again, and one nsqd refused
 // ([ErrProtocol]) is not retried elsewhere.
 //
-// A node is connected when it joins the pool and takes publishes only once
-// connected. A node that fails to connect is down: it takes nothing while
+// A node is connected when it joins the pool (once the pool has started:
+// see NewProducerPool) and takes publishes only once connected. A node that fails to connect is down: it takes nothing while
 // its Producer retries with backoff and jitter (Config.ReconnectBackoff up
 // to Config.MaxReconnectBackoff). After an unknown outcome a node takes
 // nothing until it has connected again. When no node is up, queued
@@ -88,7 +88,10 @@ var poolCount atomic.Int64
 // matters per key, [ProducerPool.PublishByKey] sends one key to one node.
 //
 // Sync publishes run on the caller's goroutine through the node's Producer
-// and allocate nothing. Discovery through nsqlookupd:
+// and allocate nothing. Async publishes wait in the pool's queue; each
+// node's Producer takes its share of them itself, once per pass of its
+// router's loop, and its results are settled and handed to their doneChans
+// from that loop, a batch at a time. Discovery through nsqlookupd:
 // [ProducerPool.ConnectToNSQLookupd].
 type ProducerPool struct {
 	id         int64

@@ -86,7 +86,7 @@ func poolScenarios() string {
 // sub-benchmarks of b, against three nsqd (the Producer and the pool of 1
 // use the first), for profiling the pool against the Producer:
 //
-//	go -C bench test -run '^$' -bench 'BenchmarkPoolPublishAsync/pool-of-1' -cpuprofile /tmp/cpu.out
+//	go -C bench test -run '^$' -bench 'BenchmarkPoolPublishAsync/pool-of-1$' -benchtime 3000000x -cpuprofile /tmp/cpu.out
 func benchPools(b *testing.B, sc scenario) {
 	ds := []*nsqdtest.Nsqd{startNsqd(b), startNsqd(b), startNsqd(b)}
 	for _, lib := range []library{nsqkit, poolOf1, poolOf3} {
@@ -112,5 +112,9 @@ func benchPools(b *testing.B, sc scenario) {
 	}
 }
 
+// BenchmarkPoolPublishAsync: the PublishAsync stream, Producer and pools.
 func BenchmarkPoolPublishAsync(b *testing.B) { benchPools(b, scPublishAsync) }
-func BenchmarkPoolPublish64(b *testing.B)    { benchPools(b, scPublish64) }
+
+// BenchmarkPoolPublish64: sync Publish from 64 goroutines, Producer and
+// pools.
+func BenchmarkPoolPublish64(b *testing.B) { benchPools(b, scPublish64) }
