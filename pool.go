@@ -626,15 +626,6 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 // enqueueAsync is enqueue for an async publish, whose poolTx is recycled
 // when it is not accepted.
 func (p *ProducerPool) enqueueAsync(ctx context.Context, t *poolTx) error {
-	if t.kind != poolMPUB {
-		// The node's transaction, made here rather than on the router's
-		// goroutine, which has more to do; an MPUB is encoded for its node.
-		t.nodeArgs[0] = t
-		t.ptx = &ProducerTransaction{Args: t.nodeArgs[:], kind: kindPUB, topic: t.topic, body: t.body, size: t.size}
-		if t.kind == poolDPUB {
-			t.ptx.kind, t.ptx.delay = kindDPUB, t.delay
-		}
-	}
 	if err := p.enqueue(ctx, t); err != nil {
 		putAsyncTx(t)
 		return err
@@ -1162,12 +1153,7 @@ func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
 			continue
 		}
 		tx := t.result
-		switch {
-		case tx != nil:
-		case t.ptx != nil: // never handed to a node
-			tx = t.ptx
-			*tx = ProducerTransaction{}
-		default:
+		if tx == nil { // never handed to a node
 			tx = &ProducerTransaction{}
 		}
 		tx.Error, tx.Args = t.err, t.args
@@ -1310,7 +1296,6 @@ type poolTx struct {
 	size      int64                     // bytes held against the pending limits
 	node      *poolNode                 // guarded by ProducerPool.mu: the node holding it, or nil
 	wake      chan *poolNode            // sync: the node it is given, or nil once finished
-	ptx       *ProducerTransaction      // async PUB, DPUB: the node's transaction for its next attempt, made at the call; nil once handed
 	epoch     uint64                    // guarded by ProducerPool.mu
 	last      *poolNode                 // guarded by ProducerPool.mu: the node it last failed on
 	doneChan  chan *ProducerTransaction // async: the caller's; nil drops the result

@@ -95,7 +95,7 @@ func (n *poolNode) handOver(box []*poolTx, txs []*ProducerTransaction) []*Produc
 			refused, errs = append(refused, t), append(errs, err)
 			continue
 		}
-		count, bytes = count+1, bytes+t.size // tx's, without touching tx
+		count, bytes = count+1, bytes+tx.size
 		txs = append(txs, tx)
 	}
 	if count > 0 {
@@ -120,22 +120,8 @@ func (n *poolNode) handOver(box []*poolTx, txs []*ProducerTransaction) []*Produc
 // result comes back through the hook, with t in Args.
 func (n *poolNode) producerTx(t *poolTx) (*ProducerTransaction, error) {
 	pr := n.producer
-	if tx := t.ptx; tx != nil {
-		// Made at the call: a PUB or a DPUB, checked but for nsqd's
-		// stated limits.
-		if t.kind == poolDPUB {
-			if _, err := pr.check(kindDPUB, t.topic, t.delay, t.body, nil); err != nil {
-				return nil, err
-			}
-		} else if max := pr.learned.maxMsg.Load(); max > 0 && int64(len(t.body)) > max {
-			return nil, learnedTooBig("message body", int64(len(t.body)), "--max-msg-size", max)
-		}
-		t.ptx = nil
-		return tx, nil
-	}
 	t.nodeArgs[0] = t
 	tx := &ProducerTransaction{Args: t.nodeArgs[:], topic: t.topic}
-	t.ptx = nil
 	switch t.kind {
 	case poolPUB:
 		if max := pr.learned.maxMsg.Load(); max > 0 && int64(len(t.body)) > max {
