@@ -200,10 +200,9 @@ func (p *ProducerPool) pollOnce(ctx context.Context, client *http.Client) {
 		}
 		out = p.failIfHopelessLocked()
 	}
-	work := p.dispatchLocked()
+	p.dispatchLocked(nil)
 	p.mu.Unlock()
 	p.deliver(out)
-	p.send(work)
 }
 
 // queryLookupd does one GET /nodes.

@@ -72,8 +72,8 @@ var poolCount atomic.Int64
 // including nsqd's E_MPUB_FAILED) is never sent again, and one nsqd refused
 // ([ErrProtocol]) is not retried elsewhere.
 //
-// A node is connected when it joins the pool and takes publishes only once
-// connected. A node that fails to connect is down: it takes nothing while
+// A node is connected when it joins the pool (once the pool has started:
+// see NewProducerPool) and takes publishes only once connected. A node that fails to connect is down: it takes nothing while
 // its Producer retries with backoff and jitter (Config.ReconnectBackoff up
 // to Config.MaxReconnectBackoff). After an unknown outcome a node takes
 // nothing until it has connected again. When no node is up, queued
@@ -88,7 +88,10 @@ var poolCount atomic.Int64
 // matters per key, [ProducerPool.PublishByKey] sends one key to one node.
 //
 // Sync publishes run on the caller's goroutine through the node's Producer
-// and allocate nothing. Discovery through nsqlookupd:
+// and allocate nothing. Async publishes wait in the pool's queue; each
+// node's Producer takes its share of them itself, once per pass of its
+// router's loop, and its results are settled and handed to their doneChans
+// from that loop, a batch at a time. Discovery through nsqlookupd:
 // [ProducerPool.ConnectToNSQLookupd].
 type ProducerPool struct {
 	id         int64
@@ -96,7 +99,7 @@ type ProducerPool struct {
 	window     int    // messages a node may hold handed to it and unanswered
 	windowSize int64  // bytes of them
 
-	limit pendingLimit // Config.MaxPending, MaxPendingBytes: accepted, not yet delivered
+	limit poolLimit // Config.MaxPending, MaxPendingBytes: accepted, not yet delivered
 
 	logs logSink // the pool's loggers; every node's Producer logs through them
 
@@ -105,6 +108,7 @@ type ProducerPool struct {
 	byAddr   map[string]*poolNode // guarded by mu
 	queue    poolQueue            // guarded by mu: accepted, not handed to a node, oldest first
 	retryQ   poolQueue            // guarded by mu: to be handed to another node, before queue
+	started  bool                 // guarded by mu: the nodes' goroutines run (see start)
 	stopped  bool                 // guarded by mu: Stop was called
 	closing  bool                 // guarded by mu: nodes are stopping; nothing moves any more
 	expired  bool                 // guarded by mu: Stop's deadline passed
@@ -117,6 +121,10 @@ type ProducerPool struct {
 	idle     chan struct{}        // guarded by mu: closed once stopping with nothing queued or held
 
 	lookupd poolLookupd
+	live    atomic.Bool // started is set
+
+	free  []*poolTx              // guarded by mu: blank async poolTxs (at most poolFreeMax)
+	spare atomic.Pointer[poolTx] // a blank async poolTx enqueue took from free for the next call, or nil
 
 	cmu      sync.Mutex
 	couriers map[chan *ProducerTransaction]*poolCourier // guarded by cmu
@@ -139,7 +147,10 @@ type poolFlusher struct {
 // NewProducerPool returns a pool for the nsqd TCP addresses addrs (which may
 // be empty when the nodes come from nsqlookupd; duplicates are ignored).
 // config is validated and copied; each node gets a Producer with a copy of
-// it. The pool connects to every node at once, in the background.
+// it. The pool connects to every node in the background, starting at the
+// first call of a publishing method, Flush, SetLogger, SetLoggerForLevel or
+// SetLoggerLevel: so a logger set right after NewProducerPool gets every
+// line of the pool and its nodes.
 func NewProducerPool(addrs []string, config *Config) (*ProducerPool, error) {
 	if config == nil {
 		return nil, errors.New("nsq: NewProducerPool needs a Config from NewConfig, got nil")
@@ -276,6 +287,7 @@ func (p *ProducerPool) TryPublishAsync(topic string, body []byte, doneChan chan 
 // nil, ctx's error, or ErrStopped. Results of async publishes may still be
 // on their way to their doneChan.
 func (p *ProducerPool) Flush(ctx context.Context) error {
+	p.start()
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
@@ -378,7 +390,11 @@ func (p *ProducerPool) Stop() {
 	p.expired = !time.Now().Before(deadline)
 	for _, n := range p.nodes {
 		n.removeLocked(p)
+		if !n.launched {
+			p.launchLocked(n) // it only leaves
+		}
 	}
+	p.started = true
 	out := p.failQueueLocked(neverSentf(errPoolStopTimeout))
 	p.mu.Unlock()
 	p.deliver(out)
@@ -409,15 +425,24 @@ func (p *ProducerPool) Stop() {
 // SetLogger sets the logger for every level, and the lowest level logged,
 // of the pool and of every node's Producer (theirs go through the pool's). A
 // nil logger silences them.
-func (p *ProducerPool) SetLogger(l logger, lvl LogLevel) { p.logs.set(l, lvl) }
+func (p *ProducerPool) SetLogger(l logger, lvl LogLevel) {
+	p.logs.set(l, lvl)
+	p.start()
+}
 
 // SetLoggerForLevel sets the logger for one level, of the pool and of every
 // node's Producer.
-func (p *ProducerPool) SetLoggerForLevel(l logger, lvl LogLevel) { p.logs.setForLevel(l, lvl) }
+func (p *ProducerPool) SetLoggerForLevel(l logger, lvl LogLevel) {
+	p.logs.setForLevel(l, lvl)
+	p.start()
+}
 
 // SetLoggerLevel sets the lowest level logged, by the pool and by every
 // node's Producer.
-func (p *ProducerPool) SetLoggerLevel(lvl LogLevel) { p.logs.setLevel(lvl) }
+func (p *ProducerPool) SetLoggerLevel(lvl LogLevel) {
+	p.logs.setLevel(lvl)
+	p.start()
+}
 
 // poolLogForward is a node Producer's logger for one level: it writes
 // through the pool's logger for that level, as the pool's settings are
@@ -463,16 +488,19 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 	if ctx.Done() != nil {
 		t.ctx = ctx
 	}
+	t.inline = true // given a node by its own enqueue: no wake-up
 	if err := p.enqueue(ctx, t); err != nil {
 		p.putSyncTx(t)
 		return err
 	}
+	n := t.inlineNode
 	for {
-		var n *poolNode
-		select {
-		case n = <-t.wake:
-		case <-ctx.Done():
-			return p.abandon(t)
+		if n == nil {
+			select {
+			case n = <-t.wake:
+			case <-ctx.Done():
+				return p.abandon(t)
+			}
 		}
 		if n == nil {
 			// Finished while waiting for a node (t.err was written before
@@ -496,7 +524,7 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 		} else {
 			out = p.settleLocked(n, t, err, out)
 		}
-		work := p.dispatchLocked()
+		p.dispatchLocked(nil)
 		finished := t.finished
 		p.mu.Unlock()
 		if finished {
@@ -510,12 +538,12 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 			p.limit.release(1, t.size)
 		}
 		p.deliver(out)
-		p.send(work)
 		if finished {
 			err := t.err
 			p.putSyncTx(t)
 			return err
 		}
+		n = nil
 	}
 }
 
@@ -552,10 +580,9 @@ func (p *ProducerPool) abandon(t *poolTx) error {
 		t.abandoned = true
 		out = append(out, p.finishLocked(t, neverSentCtx(t.ctx)))
 	}
-	work := p.dispatchLocked()
+	p.dispatchLocked(nil)
 	p.mu.Unlock()
 	p.deliver(out)
-	p.send(work)
 	return t.err
 }
 
@@ -588,7 +615,7 @@ func (p *ProducerPool) publishAsync(ctx context.Context, kind poolKind, topic st
 		}
 		bodies = cp
 	}
-	t, err := p.newTx(getAsyncTx(), kind, topic, delay, body, bodies)
+	t, err := p.newTx(p.getAsyncTx(), kind, topic, delay, body, bodies)
 	if err != nil {
 		return err
 	}
@@ -610,7 +637,20 @@ func (p *ProducerPool) enqueueAsync(ctx context.Context, t *poolTx) error {
 // handed on, nothing refers to it.
 var asyncTxs = sync.Pool{New: func() any { return new(poolTx) }}
 
-func getAsyncTx() *poolTx { return asyncTxs.Get().(*poolTx) }
+// getAsyncTx returns a blank async poolTx: the one enqueue set aside from
+// the pool's free list, or one from asyncTxs.
+func (p *ProducerPool) getAsyncTx() *poolTx {
+	if t := p.spare.Swap(nil); t != nil {
+		return t
+	}
+	return asyncTxs.Get().(*poolTx)
+}
+
+// poolFreeMax is how many blank async poolTx a pool keeps for its callers:
+// its nodes' hooks give back a batch of them under the lock they settle
+// in, and enqueue sets one aside for the next call, which is cheaper than
+// a sync.Pool's Get and Put per publish on two goroutines.
+const poolFreeMax = 4096
 
 func putAsyncTx(t *poolTx) {
 	*t = poolTx{}
@@ -640,7 +680,7 @@ func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
 // arrive on doneChan in the order published while its node does not
 // change.
 func (p *ProducerPool) PublishAsyncByKey(key, topic string, body []byte, doneChan chan *ProducerTransaction, args ...interface{}) error {
-	t, err := p.newTx(getAsyncTx(), poolPUB, topic, 0, body, nil)
+	t, err := p.newTx(p.getAsyncTx(), poolPUB, topic, 0, body, nil)
 	if err != nil {
 		return err
 	}
@@ -714,6 +754,7 @@ type poolTryContext struct{ context.Context }
 // enqueue takes room under the pending limits, queues t and hands what it
 // can to the nodes.
 func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
+	p.start()
 	if _, try := ctx.(poolTryContext); try {
 		if !p.limit.tryAcquire(t.size) {
 			p.stats.refused.Add(1)
@@ -746,37 +787,39 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	// freed, a node up, a publish finished while queued) dispatches before
 	// mu is released: so when publishes already wait, none of the nodes
 	// can take the first of them, and t, behind it, need not be tried.
-	var work []nodeWork
 	waiting := p.queue.len()+p.retryQ.len() > 0
 	p.queue.pushBack(t)
 	if !waiting {
-		work = p.dispatchLocked()
+		p.dispatchLocked(nil)
+	}
+	if t.inline {
+		// A sync publish given a node just now learns it here, not
+		// through its wake channel.
+		t.inline = false
+		t.inlineNode = t.node
+	}
+	if k := len(p.free); k > 0 && p.spare.Load() == nil {
+		p.spare.Store(p.free[k-1]) // for the next async call
+		p.free[k-1] = nil
+		p.free = p.free[:k-1]
 	}
 	p.mu.Unlock()
-	p.send(work)
 	return nil
 }
 
-// nodeWork is what dispatch hands one node; the node's sendMu is held.
-type nodeWork struct {
-	n   *poolNode
-	txs []*poolTx
-}
-
 // dispatchLocked takes publishes from the front of the queues for the
-// nodes that have room, in order. It locks the sendMu of every node it
-// gives work to before mu is released, so each node receives its publishes
-// in the order they were taken; send hands them over and unlocks.
-func (p *ProducerPool) dispatchLocked() []nodeWork {
-	var work []nodeWork
+// nodes that have room, in order: a sync caller is woken to publish its
+// own, an async publish goes to the node's box, which its router takes
+// (self is the node whose hook is dispatching, or nil).
+func (p *ProducerPool) dispatchLocked(self *poolNode) {
 	if p.closing {
-		return nil
+		return
 	}
 	// Keyed publishes waiting for their node go first, in order.
 	for _, n := range p.nodes {
 		for n.state == nodeUp && n.keyQ.len() > 0 && n.hasRoom(p, n.keyQ.peek()) {
 			if t := n.keyQ.popFront(); !t.finished {
-				work = p.assignLocked(n, t, work)
+				p.assignLocked(n, t, self)
 			}
 		}
 	}
@@ -803,7 +846,7 @@ func (p *ProducerPool) dispatchLocked() []nodeWork {
 				n.keyQ.pushBack(t) // behind the key's earlier publishes
 				continue
 			}
-			work = p.assignLocked(n, t, work)
+			p.assignLocked(n, t, self)
 			continue
 		}
 		n := p.pickLocked(t)
@@ -811,38 +854,25 @@ func (p *ProducerPool) dispatchLocked() []nodeWork {
 			break
 		}
 		q.popFront()
-		work = p.assignLocked(n, t, work)
+		p.assignLocked(n, t, self)
 	}
-	for _, w := range work {
-		w.n.sendMu.Lock()
-	}
-	return work
 }
 
 // assignLocked gives t to n: a sync caller is woken to publish it, an async
-// publish joins n's work.
-func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, work []nodeWork) []nodeWork {
+// publish goes to n's box.
+func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, self *poolNode) {
 	n.held += t.msgs
 	n.heldSize += t.size
 	p.held += t.msgs
 	t.node = n
 	t.attempts++
 	if t.wake != nil {
-		t.wake <- n // the sync caller publishes it
-		return work
+		if !t.inline {
+			t.wake <- n // the sync caller publishes it
+		}
+		return
 	}
-	i := 0
-	for i < len(work) && work[i].n != n {
-		i++
-	}
-	if i == len(work) {
-		// Room for what the node may take now: one allocation, not a
-		// doubling per batch.
-		c := min(p.queue.len()+p.retryQ.len()+1, p.window-n.held+t.msgs)
-		work = append(work, nodeWork{n: n, txs: make([]*poolTx, 0, max(c, 1))})
-	}
-	work[i].txs = append(work[i].txs, t)
-	return work
+	n.giveLocked(t, self)
 }
 
 // keyNodeLocked returns the node for a keyed publish: of the nodes that are
@@ -909,7 +939,7 @@ func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 			continue
 		}
 		score := n.held
-		if n.tombstoned[t.topic] {
+		if len(n.tombstoned) > 0 && n.tombstoned[t.topic] {
 			score += 1 << 40
 		}
 		if n == t.last {
@@ -923,42 +953,6 @@ func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 		p.rr++
 	}
 	return best
-}
-
-// send hands dispatched publishes to their nodes' Producers, then settles
-// those a Producer refused at the call, which may dispatch more.
-func (p *ProducerPool) send(work []nodeWork) {
-	for len(work) > 0 {
-		type refusal struct {
-			n   *poolNode
-			t   *poolTx
-			err error
-		}
-		var refused []refusal
-		for _, w := range work {
-			for _, t := range w.txs {
-				if err := w.n.publish(t); err != nil {
-					refused = append(refused, refusal{w.n, t, err})
-				}
-			}
-			w.n.sendMu.Unlock()
-		}
-		if len(refused) == 0 {
-			return
-		}
-		p.mu.Lock()
-		var out []*poolTx
-		for _, r := range refused {
-			if r.err == ErrStopped {
-				// The node was removed while this was dispatched: never sent.
-				r.err = neverSentf(fmt.Errorf("nsq: nsqd %s left the pool", r.n.addr))
-			}
-			out = p.settleLocked(r.n, r.t, r.err, out)
-		}
-		work = p.dispatchLocked()
-		p.mu.Unlock()
-		p.deliver(out)
-	}
 }
 
 // settleLocked records a node's result for t, and either finishes t (its
@@ -998,7 +992,7 @@ func (p *ProducerPool) settleLocked(n *poolNode, t *poolTx, err error, out []*po
 		switch {
 		case ctxDone:
 			return append(out, p.finishLocked(t, neverSentCtx(t.ctx)))
-		case p.closing || p.expired || t.attempts >= p.config.PoolMaxAttempts:
+		case p.closing || p.expired || int(t.attempts) >= p.config.PoolMaxAttempts:
 			return append(out, p.finishLocked(t, err))
 		case p.hopelessLocked():
 			return append(out, p.finishLocked(t, err))
@@ -1130,9 +1124,23 @@ func (p *ProducerPool) failQueueLocked(err error) []*poolTx {
 // woken; an async result goes to its doneChan at once when it has room,
 // else through that channel's courier, which keeps results in order
 // without blocking the pool.
-func (p *ProducerPool) deliver(out []*poolTx) {
+func (p *ProducerPool) deliver(out []*poolTx) { p.deliverTo(out, nil) }
+
+// deliverTo is deliver, which blanks the async poolTxs it is done with and
+// appends them to free, or, when free is nil, puts them in asyncTxs.
+func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
+	recycle := func(t *poolTx) {
+		if free == nil {
+			putAsyncTx(t)
+			return
+		}
+		*t = poolTx{}
+		*free = append(*free, t)
+	}
 	var relCount, relBytes int64 // room freed, released at once
 	locked := false
+	var lastCh chan *ProducerTransaction // the doneChan of the result before, and its courier
+	var lastC *poolCourier
 	for _, t := range out {
 		if t.wake != nil {
 			p.limit.release(1, t.size)
@@ -1141,22 +1149,26 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 		}
 		if t.doneChan == nil {
 			relCount, relBytes = relCount+1, relBytes+t.size
-			putAsyncTx(t)
+			recycle(t)
 			continue
 		}
 		tx := t.result
-		if tx == nil {
+		if tx == nil { // never handed to a node
 			tx = &ProducerTransaction{}
 		}
 		tx.Error, tx.Args = t.err, t.args
 		ch, size := t.doneChan, t.size
-		putAsyncTx(t) // tx carries the result from here
+		recycle(t) // tx carries the result from here
 		if !locked {
 			p.cmu.Lock()
 			locked = true
 		}
-		if c := p.couriers[ch]; c != nil {
-			c.q = append(c.q, courierItem{tx, size})
+		if ch != lastCh {
+			// Results of one stream share a doneChan: one lookup for them.
+			lastCh, lastC = ch, p.couriers[ch]
+		}
+		if lastC != nil {
+			lastC.q = append(lastC.q, courierItem{tx, size})
 			continue
 		}
 		select {
@@ -1168,9 +1180,9 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 		if p.couriers == nil {
 			p.couriers = map[chan *ProducerTransaction]*poolCourier{}
 		}
-		c := &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{})}
-		p.couriers[ch] = c
-		go p.carry(c)
+		lastC = &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{})}
+		p.couriers[ch] = lastC
+		go p.carry(lastC)
 	}
 	if locked {
 		p.cmu.Unlock()
@@ -1184,7 +1196,7 @@ func (p *ProducerPool) deliver(out []*poolTx) {
 // full.
 type poolCourier struct {
 	ch     chan *ProducerTransaction
-	q      []courierItem // guarded by ProducerPool.cmu
+	q      []courierItem // guarded by ProducerPool.cmu: queued by deliver, not yet taken by carry
 	exited chan struct{}
 }
 
@@ -1195,34 +1207,52 @@ type courierItem struct {
 
 func (p *ProducerPool) carry(c *poolCourier) {
 	defer close(c.exited)
+	var batch []courierItem
 	for {
+		// What deliver queued so far, at once; it queues more meanwhile.
 		p.cmu.Lock()
 		if len(c.q) == 0 {
 			delete(p.couriers, c.ch)
 			p.cmu.Unlock()
 			return
 		}
-		it := c.q[0]
+		batch, c.q = c.q, batch[:0]
 		p.cmu.Unlock()
-		select {
-		case c.ch <- it.tx:
-			p.limit.release(1, it.size)
-			p.cmu.Lock()
-			c.q[0] = courierItem{}
-			c.q = c.q[1:]
-			p.cmu.Unlock()
-		case <-p.abandonChan:
-			p.cmu.Lock()
-			dropped := len(c.q)
-			for _, it := range c.q {
-				p.limit.release(1, it.size)
+		// Room goes back once per run of results the channel took
+		// without waiting, and before each wait: not once per result.
+		var relCount, relBytes int64
+		for i, it := range batch {
+			select {
+			case c.ch <- it.tx:
+				relCount, relBytes = relCount+1, relBytes+it.size
+				continue
+			default:
 			}
-			c.q = nil
-			delete(p.couriers, c.ch)
-			p.cmu.Unlock()
-			p.log(LogLevelError, "%d results dropped after stop_timeout: doneChan not read", dropped)
-			return
+			if relCount > 0 {
+				p.limit.release(relCount, relBytes)
+				relCount, relBytes = 0, 0
+			}
+			select {
+			case c.ch <- it.tx:
+				relCount, relBytes = 1, it.size
+			case <-p.abandonChan:
+				p.cmu.Lock()
+				rest := append(batch[i:], c.q...)
+				c.q = nil
+				delete(p.couriers, c.ch)
+				p.cmu.Unlock()
+				for _, it := range rest {
+					relCount, relBytes = relCount+1, relBytes+it.size
+				}
+				p.limit.release(relCount, relBytes)
+				p.log(LogLevelError, "%d results dropped after stop_timeout: doneChan not read", len(rest))
+				return
+			}
 		}
+		if relCount > 0 {
+			p.limit.release(relCount, relBytes)
+		}
+		clear(batch)
 	}
 }
 
@@ -1252,31 +1282,35 @@ const (
 // poolTx is one publish accepted by the pool. Fields below are set by the
 // call, then only read, except where noted.
 type poolTx struct {
-	kind     poolKind
-	topic    string
-	body     []byte
-	bodies   [][]byte
-	delay    time.Duration
-	msgs     int   // messages it publishes
-	size     int64 // bytes held against the pending limits
-	args     []interface{}
-	doneChan chan *ProducerTransaction // async: the caller's; nil drops the result
-	wake     chan *poolNode            // sync: the node it is given, or nil once finished
-	ctx      context.Context           // sync with a context: not handed to a node once done
-	keyed    bool                      // published by key: goes to the key's node
-	keyHash  uint64
+	// The fields dispatch, settle and finish read and write, in the first
+	// cache line: a queued publish is cold by the time a node takes it,
+	// and again by the time its result comes. nodeArgs first: a result
+	// finds its poolTx through it.
+	nodeArgs  [1]interface{} // the args it is published with on a node: itself
+	kind      poolKind
+	keyed     bool                      // published by key: goes to the key's node
+	finished  bool                      // guarded by ProducerPool.mu
+	abandoned bool                      // guarded by ProducerPool.mu: the sync caller stopped waiting
+	attempts  int32                     // guarded by ProducerPool.mu: nodes it was handed to
+	msgs      int                       // messages it publishes
+	size      int64                     // bytes held against the pending limits
+	node      *poolNode                 // guarded by ProducerPool.mu: the node holding it, or nil
+	wake      chan *poolNode            // sync: the node it is given, or nil once finished
+	epoch     uint64                    // guarded by ProducerPool.mu
+	last      *poolNode                 // guarded by ProducerPool.mu: the node it last failed on
+	doneChan  chan *ProducerTransaction // async: the caller's; nil drops the result
+	result    *ProducerTransaction      // the node's last result, reused for delivery; set by the node hook
+	err       error                     // guarded by ProducerPool.mu: the final result, once finished
+	args      []interface{}
 
-	// Guarded by ProducerPool.mu.
-	epoch     uint64
-	node      *poolNode // the node holding it, or nil
-	last      *poolNode // the node it last failed on
-	attempts  int       // nodes it was handed to
-	finished  bool
-	abandoned bool  // the sync caller stopped waiting
-	err       error // the final result, once finished
-
-	result   *ProducerTransaction // the node's last result, reused for delivery; set by the node loop
-	nodeArgs [1]interface{}       // the args it is published with on a node: itself
+	inline     bool // sync, guarded by ProducerPool.mu: in its own enqueue; a node it is given then is not sent on wake
+	topic      string
+	body       []byte
+	bodies     [][]byte
+	delay      time.Duration
+	inlineNode *poolNode       // sync: the node its own enqueue gave it, read by its caller only
+	ctx        context.Context // sync with a context: not handed to a node once done
+	keyHash    uint64
 }
 
 // poolQueue is a FIFO of pool publishes.

@@ -3,71 +3,147 @@ package nsq
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
-	"sync"
 	"sync/atomic"
 )
 
-// txHook takes the results of a Producer's async publishes in place of
-// their doneChans (a ProducerPool sets one on each node's Producer). The
-// router calls done for each result, in order, and flush once per pass of
-// its loop, after that pass's results. Neither may block the router.
+// txHook connects a Producer's router to a ProducerPool (set on each
+// node's Producer). The router calls done for each result of an async
+// publish, in order, in place of its doneChan, and flush once per pass of
+// its loop, after that pass's results. flush returns the publishes handed
+// to the Producer since the last call, in order, their room under its
+// pending limits taken: the router accepts them as if they had come through
+// transactionChan. A nil transaction on transactionChan wakes an idle
+// router for its hook: the router skips it, and the pass it makes flushes.
+// None of these may block the router for long: flush may wait for the
+// pool's mu, which is never held while waiting for a router.
 type txHook interface {
 	done(tx *ProducerTransaction)
-	flush()
+	flush() []*ProducerTransaction
 }
 
-// nodeHook is a node Producer's txHook. It settles the results of a
-// router's pass under one lock and hands them to their callers from the
-// router's goroutine, without a hop through the node's goroutine. It never
-// waits for the pool's mu (a sender holding the node's sendMu may be
-// waiting for this very router while dispatch holds mu and waits for that
-// sendMu): when mu is busy, or results already went that way and are not
-// settled yet, the pass goes to the node's goroutine through n.results, as
-// every result did before, so results still settle in the router's order.
+// nodeHook is a node Producer's txHook: the node's side of the pool's
+// queue. On the router's goroutine, once per pass, it settles the pass's
+// results under one lock, dispatches what they made room for (to this node
+// and the others), takes this node's share (its box) in the same lock, and
+// hands the results to their callers: one lock and one wake-up per batch,
+// not per publish, and no hop through another goroutine.
 type nodeHook struct {
-	p   *ProducerPool
-	n   *poolNode
-	txs []*ProducerTransaction // the pass's results; router goroutine only
-	out []*poolTx              // reused by flush; router goroutine only
+	p    *ProducerPool
+	n    *poolNode
+	txs  []*ProducerTransaction // the pass's results; router goroutine only
+	out  []*poolTx              // reused by flush; router goroutine only
+	box  []*poolTx              // reused by flush; router goroutine only
+	free []*poolTx              // blank async poolTxs of the last flush's results, for the pool's free list; router goroutine only
+	pull []*ProducerTransaction // what flush returned last; router goroutine only
 }
 
 func (h *nodeHook) done(tx *ProducerTransaction) { h.txs = append(h.txs, tx) }
 
-func (h *nodeHook) flush() {
-	if len(h.txs) == 0 {
-		return
-	}
+func (h *nodeHook) flush() []*ProducerTransaction {
+	clear(h.pull)
+	h.pull = h.pull[:0]
 	p, n := h.p, h.n
-	if n.detoured.Load() > 0 || !p.mu.TryLock() {
-		// n.results has room for every publish the node holds.
-		n.detoured.Add(int64(len(h.txs)))
-		for _, tx := range h.txs {
-			n.results <- tx
-		}
-	} else {
-		out := h.out[:0]
-		for _, tx := range h.txs {
-			t := tx.Args[0].(*poolTx)
-			t.result = tx
-			out = p.settleLocked(n, t, tx.Error, out)
-		}
-		pull := !p.closing && p.queuedLocked() > 0
-		p.mu.Unlock()
-		p.deliver(out)
-		clear(out)
-		h.out = out[:0]
-		if pull {
-			// Room was freed: the node's goroutine hands on what waits.
-			select {
-			case n.pull <- struct{}{}:
-			default:
-			}
-		}
+	if len(h.txs) == 0 && !n.boxed.Load() {
+		return nil
 	}
+	out := h.out[:0]
+	p.mu.Lock()
+	if len(h.free) > 0 {
+		k := min(len(h.free), poolFreeMax-len(p.free))
+		p.free = append(p.free, h.free[:k]...)
+		for _, t := range h.free[k:] {
+			asyncTxs.Put(t) // blank already
+		}
+		clear(h.free)
+		h.free = h.free[:0]
+	}
+	for _, tx := range h.txs {
+		t := tx.Args[0].(*poolTx)
+		t.result = tx
+		out = p.settleLocked(n, t, tx.Error, out)
+	}
+	p.dispatchLocked(n)
+	box := n.takeBoxLocked(h.box[:0])
+	p.mu.Unlock()
 	clear(h.txs)
 	h.txs = h.txs[:0]
+	p.deliverTo(out, &h.free)
+	clear(out)
+	h.out = out[:0]
+	if len(box) > 0 {
+		h.pull = n.handOver(box, h.pull)
+	}
+	clear(box)
+	h.box = box[:0]
+	return h.pull
+}
+
+// handOver returns the Producer's transactions for the publishes of box,
+// taken from the node's box, appended to txs, with their room taken under
+// the Producer's limits. A publish the Producer refuses (over a size limit
+// nsqd stated on this connection) is settled with its error instead.
+func (n *poolNode) handOver(box []*poolTx, txs []*ProducerTransaction) []*ProducerTransaction {
+	pr := n.producer
+	var refused []*poolTx
+	var errs []error
+	var count, bytes int64
+	for _, t := range box {
+		tx, err := n.producerTx(t)
+		if err != nil {
+			pr.stats.refused.Add(1)
+			refused, errs = append(refused, t), append(errs, err)
+			continue
+		}
+		count, bytes = count+1, bytes+tx.size
+		txs = append(txs, tx)
+	}
+	if count > 0 {
+		pr.limit.take(count, bytes)
+	}
+	if len(refused) > 0 {
+		p := n.pool
+		var out []*poolTx
+		p.mu.Lock()
+		for i, t := range refused {
+			out = p.settleLocked(n, t, errs[i], out)
+		}
+		p.dispatchLocked(nil)
+		p.mu.Unlock()
+		p.deliver(out)
+	}
+	return txs
+}
+
+// producerTx returns the node Producer's transaction for t, checked as the
+// Producer checks a publish at the call (the pool checked the rest): its
+// result comes back through the hook, with t in Args.
+func (n *poolNode) producerTx(t *poolTx) (*ProducerTransaction, error) {
+	pr := n.producer
+	t.nodeArgs[0] = t
+	tx := &ProducerTransaction{Args: t.nodeArgs[:], topic: t.topic}
+	switch t.kind {
+	case poolPUB:
+		if max := pr.learned.maxMsg.Load(); max > 0 && int64(len(t.body)) > max {
+			return nil, learnedTooBig("message body", int64(len(t.body)), "--max-msg-size", max)
+		}
+		tx.kind, tx.body, tx.size = kindPUB, t.body, int64(len(t.body))
+	case poolDPUB:
+		size, err := pr.check(kindDPUB, t.topic, t.delay, t.body, nil)
+		if err != nil {
+			return nil, err
+		}
+		tx.kind, tx.delay, tx.body, tx.size = kindDPUB, t.delay, t.body, size
+	default:
+		size, err := pr.check(kindMPUB, t.topic, 0, nil, t.bodies)
+		if err != nil {
+			return nil, err
+		}
+		// Encoded for this node, as Producer.MultiPublishAsync does; the
+		// router recycles it. t keeps the bodies in case it moves.
+		tx.kind, tx.body, tx.size, tx.recycled = kindMPUB, appendMPUBBody(mpubBodies.get(size), t.bodies), size, true
+	}
+	return tx, nil
 }
 
 // nodeState is where a pool's node stands.
@@ -95,22 +171,21 @@ func (s nodeState) String() string {
 // poolNode is one nsqd of a pool, and the Producer that publishes to it.
 type poolNode struct {
 	addr     string
+	pool     *ProducerPool
 	producer *Producer
-	static   bool                      // given to NewProducerPool: nsqlookupd never removes it
-	results  chan *ProducerTransaction // results its hook could not settle on the router's goroutine, in order
-	kick     chan struct{}             // capacity 1: the node's state changed
-	pull     chan struct{}             // capacity 1: room was freed while publishes wait: dispatch them
-	detoured atomic.Int64              // results its hook sent through results and not yet settled
-	exited   chan struct{}             // closed when the node's goroutine has exited
-
-	// sendMu is held while publishes are handed to the Producer. dispatch
-	// locks it before releasing the pool's mu, so a node receives its
-	// publishes in the order the pool took them from its queue.
-	sendMu sync.Mutex
+	static   bool          // given to NewProducerPool: nsqlookupd never removes it
+	kick     chan struct{} // capacity 1: the node's state changed
+	boxed    atomic.Bool   // its box has publishes: set and cleared under ProducerPool.mu
+	exited   chan struct{} // closed when the node's goroutine has exited
 
 	// Guarded by ProducerPool.mu.
-	state                                   nodeState
-	held                                    int   // messages handed to the Producer and not settled
+	state    nodeState
+	launched bool // its goroutine was started
+	// box holds the async publishes given to the node and not yet taken by
+	// its router (the hook takes them all at once), in the order the pool
+	// took them from its queue.
+	box                                     []*poolTx
+	held                                    int   // messages given to the node (boxed or handed to the Producer) and not settled
 	heldSize                                int64 // their bytes
 	published, unknown, neverSent, rerouted uint64
 	lastErr                                 error
@@ -138,11 +213,10 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 	p.forwardLogs(pr)
 	n := &poolNode{
 		addr:     addr,
+		pool:     p,
 		producer: pr,
 		static:   static,
-		results:  make(chan *ProducerTransaction, p.window+1),
 		kick:     make(chan struct{}, 1),
-		pull:     make(chan struct{}, 1),
 		exited:   make(chan struct{}),
 	}
 	pr.hook = &nodeHook{p: p, n: n} // before any publish starts its router
@@ -153,9 +227,37 @@ func (p *ProducerPool) addNodeLocked(addr string, static bool) *poolNode {
 	} else {
 		p.log(LogLevelInfo, "nsqd %s joins the pool (from nsqlookupd)", addr)
 	}
+	if p.started {
+		p.launchLocked(n)
+	}
+	return n
+}
+
+// launchLocked starts the node's goroutine, which connects it.
+func (p *ProducerPool) launchLocked(n *poolNode) {
+	n.launched = true
 	p.wg.Add(1)
 	go p.runNode(n)
-	return n
+}
+
+// start starts connecting the nodes, once: at the first publish, Flush,
+// SetLogger, SetLoggerForLevel or SetLoggerLevel, so that a logger set
+// right after NewProducerPool sees every line of the nodes' Producers.
+func (p *ProducerPool) start() {
+	if p.live.Load() {
+		return
+	}
+	p.mu.Lock()
+	if !p.started {
+		p.started = true
+		for _, n := range p.nodes {
+			if !n.launched {
+				p.launchLocked(n)
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.live.Store(true)
 }
 
 // hasRoom reports whether n may take t now. A node holding nothing takes
@@ -164,19 +266,34 @@ func (n *poolNode) hasRoom(p *ProducerPool, t *poolTx) bool {
 	return n.held == 0 || (n.held+t.msgs <= p.window && n.heldSize+t.size <= p.windowSize)
 }
 
-// publish hands t to the node's Producer; its result goes to the node's
-// hook (no doneChan: the router hands it to the hook instead). sendMu is
-// held.
-func (n *poolNode) publish(t *poolTx) error {
-	t.nodeArgs[0] = t
-	args := t.nodeArgs[:] // no allocation per call
-	switch t.kind {
-	case poolMPUB:
-		return n.producer.MultiPublishAsync(t.topic, t.bodies, nil, args...)
-	case poolDPUB:
-		return n.producer.DeferredPublishAsync(t.topic, t.delay, t.body, nil, args...)
+// giveLocked puts an async publish in the node's box, and wakes its
+// router unless self (the node whose hook is dispatching, which takes its
+// box next) is the node.
+func (n *poolNode) giveLocked(t *poolTx, self *poolNode) {
+	n.box = append(n.box, t)
+	if len(n.box) > 1 {
+		return
 	}
-	return n.producer.PublishAsync(t.topic, t.body, nil, args...)
+	n.boxed.Store(true)
+	if n != self {
+		// A full inbox wakes the router anyway.
+		select {
+		case n.producer.transactionChan <- nil:
+		default:
+		}
+	}
+}
+
+// takeBoxLocked moves the node's box to buf, for its router.
+func (n *poolNode) takeBoxLocked(buf []*poolTx) []*poolTx {
+	if len(n.box) == 0 {
+		return buf
+	}
+	buf = append(buf, n.box...)
+	clear(n.box)
+	n.box = n.box[:0]
+	n.boxed.Store(false)
+	return buf
 }
 
 // publishSync publishes t on the node's Producer and waits for its answer.
@@ -203,7 +320,7 @@ func (n *poolNode) setStateLocked(p *ProducerPool, s nodeState) {
 		p.log(LogLevelWarning, "nsqd %s takes nothing until it has connected again: %v", n.addr, n.lastErr)
 	}
 	if n.state == nodeUp {
-		n.requeueKeyedLocked(p)
+		n.requeueLocked(p)
 	}
 	n.state = s
 	select {
@@ -212,14 +329,26 @@ func (n *poolNode) setStateLocked(p *ProducerPool, s nodeState) {
 	}
 }
 
-// requeueKeyedLocked sends the keyed publishes waiting for a node that
-// takes nothing more back to the pool's queue, in order, for the keys'
-// next node.
-func (n *poolNode) requeueKeyedLocked(p *ProducerPool) {
-	if n.keyQ.len() == 0 {
+// requeueLocked sends what waits for a node that takes nothing more back
+// to the front of the pool's queue, in order, for other nodes: its box
+// (never handed to its Producer: not an attempt), then the keyed publishes
+// waiting for room on it, for the keys' next node.
+func (n *poolNode) requeueLocked(p *ProducerPool) {
+	if len(n.box) == 0 && n.keyQ.len() == 0 {
 		return
 	}
 	var q poolQueue
+	for _, t := range n.box {
+		n.held -= t.msgs
+		n.heldSize -= t.size
+		p.held -= t.msgs
+		t.node = nil
+		t.attempts--
+		q.pushBack(t)
+	}
+	clear(n.box)
+	n.box = n.box[:0]
+	n.boxed.Store(false)
 	for n.keyQ.len() > 0 {
 		q.pushBack(n.keyQ.popFront())
 	}
@@ -227,6 +356,7 @@ func (n *poolNode) requeueKeyedLocked(p *ProducerPool) {
 		q.pushBack(p.retryQ.popFront())
 	}
 	p.retryQ = q
+	p.checkIdleLocked()
 }
 
 // removeLocked takes the node out of the pool: it takes nothing more, its
@@ -236,7 +366,7 @@ func (n *poolNode) removeLocked(p *ProducerPool) {
 	if n.state == nodeRemoved {
 		return
 	}
-	n.requeueKeyedLocked(p)
+	n.requeueLocked(p)
 	n.state = nodeRemoved
 	select {
 	case n.kick <- struct{}{}:
@@ -244,9 +374,9 @@ func (n *poolNode) removeLocked(p *ProducerPool) {
 	}
 }
 
-// runNode is a node's goroutine: it settles the Producer's results,
-// connects the node (Ping) while it is not up, and stops the Producer once
-// the node is removed.
+// runNode is a node's goroutine: it connects the node (Ping) while it is
+// not up, and stops the Producer once the node is removed. (Its results
+// settle on its router's goroutine, through its hook.)
 func (p *ProducerPool) runNode(n *poolNode) {
 	defer p.wg.Done()
 	defer close(n.exited)
@@ -266,39 +396,18 @@ func (p *ProducerPool) runNode(n *poolNode) {
 			go func() { probeDone <- n.producer.Ping() }()
 		}
 		select {
-		case tx := <-n.results:
-			p.onResults(n, tx)
 		case err := <-probeDone:
 			probing = false
 			p.onProbe(n, err)
-		case <-n.pull:
-			p.dispatch()
 		case <-n.kick:
 		}
 	}
-	stopped := make(chan struct{})
-	go func() {
-		n.producer.Stop()
-		close(stopped)
-	}()
-	for stopped != nil || probing {
-		select {
-		case tx := <-n.results:
-			p.onResults(n, tx)
-		case <-probeDone:
-			probing = false
-		case <-n.pull:
-			p.dispatch() // its hook's results may have freed publishes for other nodes
-		case <-stopped:
-			stopped = nil
-		}
+	// Its box went back to the pool's queue when it was removed: its
+	// Producer has what it took, and answers it as it stops.
+	n.producer.Stop()
+	if probing {
+		<-probeDone
 	}
-	// The stopped Producer has delivered every result.
-	for len(n.results) > 0 {
-		p.onResults(n, <-n.results)
-	}
-	// A publish dispatched to the node as it was removed may still be on
-	// its way to the stopped Producer, which refuses it: the sender moves it.
 	p.mu.Lock()
 	for i, m := range p.nodes {
 		if m == n {
@@ -313,56 +422,15 @@ func (p *ProducerPool) runNode(n *poolNode) {
 	p.log(LogLevelInfo, "nsqd %s has left the pool", n.addr)
 }
 
-// onResults settles a result of the node's Producer, and the others
-// already waiting, under one lock.
-func (p *ProducerPool) onResults(n *poolNode, tx *ProducerTransaction) {
-	var batch [64]*ProducerTransaction
-	txs := append(batch[:0], tx)
-	for len(txs) < len(batch) {
-		select {
-		case tx := <-n.results:
-			txs = append(txs, tx)
-			continue
-		default:
-		}
-		break
-	}
-	var obuf [64]*poolTx
-	out := obuf[:0]
-	p.mu.Lock()
-	for _, tx := range txs {
-		t := tx.Args[0].(*poolTx)
-		t.result = tx
-		out = p.settleLocked(n, t, tx.Error, out)
-	}
-	work := p.dispatchLocked()
-	p.mu.Unlock()
-	p.deliver(out)
-	// After delivery: the hook's next results come after these.
-	if left := n.detoured.Add(-int64(len(txs))); left < 0 && invariantPanics {
-		panic(fmt.Sprintf("nsq: pool node %s settled %d results more than its hook sent its way", n.addr, -left))
-	}
-	p.send(work)
-}
-
-// dispatch hands what waits to the nodes that have room.
-func (p *ProducerPool) dispatch() {
-	p.mu.Lock()
-	work := p.dispatchLocked()
-	p.mu.Unlock()
-	p.send(work)
-}
-
 // onProbe records whether the node connected.
 func (p *ProducerPool) onProbe(n *poolNode, err error) {
 	var out []*poolTx
-	var work []nodeWork
 	p.mu.Lock()
 	switch {
 	case n.state == nodeRemoved:
 	case err == nil:
 		n.setStateLocked(p, nodeUp)
-		work = p.dispatchLocked()
+		p.dispatchLocked(nil)
 	default:
 		n.lastErr = err
 		if errors.Is(err, ErrNeverSent) {
@@ -375,7 +443,6 @@ func (p *ProducerPool) onProbe(n *poolNode, err error) {
 	}
 	p.mu.Unlock()
 	p.deliver(out)
-	p.send(work)
 }
 
 // ProducerPoolStats is a snapshot of a pool's counters, from

@@ -677,6 +677,47 @@ func TestPoolFailover(t *testing.T) {
 		}
 	})
 
+	t.Run("async never sent moves, each result once", func(t *testing.T) {
+		// Async publishes reach a node through its box in batches, and its
+		// results settle in batches: those a node could not send (its
+		// connection gone, reconnecting refused) all move to the other
+		// node, and each result arrives exactly once.
+		fake := fakeNode(t, func(c *fakensqd.Conn) {})
+		p := newTestPool(t, []string{fake.Addr(), real}, poolConfig(t))
+		logs := &testLogger{t: t}
+		lines := logs.watch(100)
+		p.SetLogger(logs, LogLevelInfo)
+		bothUp(t, p)
+		fake.Close()
+		waitLine(t, lines, "("+fake.Addr()+") connection lost", 5*time.Second)
+		before := topicCount(t, nodes[0], "failover-async")
+		const N = 2000
+		done := make(chan *ProducerTransaction, N)
+		for i := range N {
+			require.NoError(t, p.PublishAsync("failover-async", []byte("x"), done, i))
+		}
+		seen := make([]bool, N)
+		for range N {
+			tx := <-done
+			require.NoError(t, tx.Error)
+			i := tx.Args[0].(int)
+			require.False(t, seen[i], "result %d delivered twice", i)
+			seen[i] = true
+		}
+		require.NoError(t, p.Flush(context.Background()))
+		select {
+		case tx := <-done:
+			t.Fatalf("an extra result: %v", tx.Args)
+		default:
+		}
+		assert.Equal(t, before+N, topicCount(t, nodes[0], "failover-async"))
+		f := nodeStats(p, fake.Addr())
+		assert.Positive(t, f.Rerouted, "nothing went to the node that could not send")
+		assert.Equal(t, f.NeverSent, f.Rerouted)
+		assert.Equal(t, f.Rerouted, p.Stats().Rerouted)
+		assert.Equal(t, uint64(N), p.Stats().Published)
+	})
+
 	t.Run("nsqd's refusal is not retried", func(t *testing.T) {
 		small, addrs := startNodes(t, 2, "--max-msg-size=64")
 		p := newTestPool(t, addrs, poolConfig(t))
@@ -897,59 +938,89 @@ func TestPoolContextInFlight(t *testing.T) {
 	close(held)
 }
 
-// TestPoolHookDetour: a node's results are settled on its router's
-// goroutine (the node hook) unless the pool's mu is busy; then they go
-// through the node's goroutine, in order, and the router never waits for
-// mu (it answers a Ping meanwhile). Every result arrives once, in publish
-// order (one node), and once the detour is drained the next results take
-// the direct way again.
-func TestPoolHookDetour(t *testing.T) {
+// TestPoolBoxOrder: async publishes reach a node through its box, taken by
+// its router in batches. With one node, every result arrives exactly once,
+// in publish order, also when the router takes its box while the pool's mu
+// was held (publishes and results pile up meanwhile, and go in one batch).
+func TestPoolBoxOrder(t *testing.T) {
 	nodes, addrs := startNodes(t, 1)
 	p := newTestPool(t, addrs, poolConfig(t))
 	waitPool(t, p, 5*time.Second, "the node up", func(s ProducerPoolStats) bool { return upNodes(s) == 1 })
-	p.mu.Lock()
-	n := p.nodes[0]
-	p.mu.Unlock()
 
-	const N = 300
+	const N = 3000 // more than one window: some wait in the pool's queue
 	done := make(chan *ProducerTransaction, 2*N)
 	require.NoError(t, nodes[0].Pause()) // nsqd answers nothing until mu is held
 	for i := range N {
-		require.NoError(t, p.PublishAsync("detour", []byte(fmt.Sprint(i)), done, i))
+		require.NoError(t, p.PublishAsync("box", []byte(fmt.Sprint(i)), done, i))
 	}
 	p.mu.Lock()
 	require.NoError(t, nodes[0].Resume())
-	deadline := time.Now().Add(20 * time.Second)
-	for n.detoured.Load() < N && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // nothing signals a detour but the count
-	}
-	detoured := n.detoured.Load()
-	within(t, 5*time.Second, "the router answering a Ping while the pool's mu is held", func() {
-		assert.NoError(t, n.producer.Ping())
-	})
+	time.Sleep(50 * time.Millisecond) // answers pile up behind mu; nothing signals that
 	p.mu.Unlock()
-	require.Equal(t, int64(N), detoured, "results not sent the node goroutine's way while mu was held")
 	for i := range N {
+		require.NoError(t, p.PublishAsync("box", []byte(fmt.Sprint(N+i)), done, N+i))
+	}
+	for i := range 2 * N {
 		tx := <-done
 		require.NoError(t, tx.Error)
 		require.Equal(t, []any{i}, tx.Args, "result out of order")
 	}
-	for n.detoured.Load() > 0 { // the node goroutine counts them off after delivering them
-		require.True(t, time.Now().Before(deadline), "the detour never drained")
-		time.Sleep(time.Millisecond)
+	require.NoError(t, p.Flush(context.Background()))
+	select {
+	case tx := <-done:
+		t.Fatalf("a result delivered twice: %v", tx.Args)
+	default:
 	}
-
-	for i := range N {
-		require.NoError(t, p.PublishAsync("detour", []byte(fmt.Sprint(N+i)), done, N+i))
-	}
-	for i := range N {
-		tx := <-done
-		require.NoError(t, tx.Error)
-		require.Equal(t, []any{N + i}, tx.Args, "result out of order")
-	}
-	assert.Zero(t, n.detoured.Load())
 	assert.Equal(t, uint64(2*N), p.Stats().Published)
-	s, err := nodes[0].Stats("detour")
+	s, err := nodes[0].Stats("box")
 	require.NoError(t, err)
 	assert.Equal(t, int64(2*N), s.MessageCount)
+}
+
+// TestPoolStartsLazily: NewProducerPool connects nothing until the first
+// publish, Flush or SetLogger*: a logger set right after it gets every
+// line (the nodes' "connecting" lines included), none goes to the default
+// logger first. A pool stopped before it started leaves no goroutine.
+func TestPoolStartsLazily(t *testing.T) {
+	_, addrs := startNodes(t, 1)
+	launched := func(p *ProducerPool) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		// A node that has left the pool (after Stop) left through its
+		// goroutine.
+		return len(p.nodes) == 0 || p.nodes[0].launched
+	}
+	stopAtEnd := func(p *ProducerPool) {
+		livePools.Add(1)
+		t.Cleanup(func() {
+			p.Stop()
+			if livePools.Add(-1) == 0 {
+				requirePoolNoLeaks(t)
+			}
+		})
+	}
+
+	p, err := NewProducerPool(addrs, poolConfig(t))
+	require.NoError(t, err)
+	stopAtEnd(p)
+	assert.False(t, launched(p), "a node started connecting before anything asked for it")
+	assert.Equal(t, "connecting", p.Stats().Nodes[0].State)
+	logs := &testLogger{t: t}
+	lines := logs.watch(100)
+	p.SetLogger(logs, LogLevelInfo)
+	waitLine(t, lines, "("+addrs[0]+") connecting to nsqd", 5*time.Second)
+	waitPool(t, p, 5*time.Second, "the node up", func(s ProducerPoolStats) bool { return upNodes(s) == 1 })
+
+	for name, first := range map[string]func(p *ProducerPool){
+		"Publish": func(p *ProducerPool) { assert.NoError(t, p.Publish("lazy", []byte("x"))) },
+		"Flush":   func(p *ProducerPool) { assert.NoError(t, p.Flush(context.Background())) },
+		"Stop":    func(p *ProducerPool) { p.Stop() },
+	} {
+		p, err := NewProducerPool(addrs, poolConfig(t))
+		require.NoError(t, err)
+		stopAtEnd(p)
+		assert.False(t, launched(p), name)
+		first(p)
+		assert.True(t, launched(p), name)
+	}
 }

@@ -41,7 +41,7 @@ type router struct {
 	// The backlog of each doneChan that has a courier: the publishing calls
 	// wait on it (chan *ProducerTransaction -> *pendingLimit).
 	backlogs *sync.Map
-	hook     txHook // the Producer's: takes async results in place of their doneChans, or nil
+	hook     txHook // the Producer's: takes async results in place of their doneChans, and hands over publishes; or nil
 
 	// The router's inbox.
 	transactionChan <-chan *ProducerTransaction // accepted publishes (the Producer's)
@@ -227,7 +227,14 @@ func (r *router) run() {
 		r.advance()
 		r.release.to(r.limit)
 		if r.hook != nil {
-			r.hook.flush() // the results of this pass, at once
+			// The results of this pass, at once; then what the hook hands
+			// over, accepted as if it came through transactionChan.
+			if txs := r.hook.flush(); len(txs) > 0 {
+				for _, tx := range txs {
+					r.accept(tx)
+				}
+				continue
+			}
 		}
 		if r.draining && r.finished() {
 			break
@@ -403,6 +410,9 @@ func (r *router) armTimer() {
 
 // accept queues a transaction the Producer handed over.
 func (r *router) accept(tx *ProducerTransaction) {
+	if tx == nil {
+		return // the hook's wake-up: this pass's flush takes what it has
+	}
 	r.queue.pushBack(tx)
 }
 

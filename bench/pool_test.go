@@ -7,6 +7,7 @@ import (
 	"time"
 
 	nsq "github.com/nsqkit/go-nsq"
+	"github.com/nsqkit/go-nsq/internal/nsqdtest"
 )
 
 // The ProducerPools TestCompare runs beside the Producers in the scenarios
@@ -80,3 +81,40 @@ func poolScenarios() string {
 	}
 	return "^(" + strings.Join(names, "|") + ")$"
 }
+
+// benchPools runs sc for nsqkit's Producer and the two pools as
+// sub-benchmarks of b, against three nsqd (the Producer and the pool of 1
+// use the first), for profiling the pool against the Producer:
+//
+//	go -C bench test -run '^$' -bench 'BenchmarkPoolPublishAsync/pool-of-1$' -benchtime 3000000x -cpuprofile /tmp/cpu.out
+func benchPools(b *testing.B, sc scenario) {
+	ds := []*nsqdtest.Nsqd{startNsqd(b), startNsqd(b), startNsqd(b)}
+	for _, lib := range []library{nsqkit, poolOf1, poolOf3} {
+		b.Run(strings.ReplaceAll(strings.TrimPrefix(lib.name, "nsqkit "), " ", "-"), func(b *testing.B) {
+			p := connect(b, lib, ds)
+			defer p.Stop()
+			lat := newLatencies(sc.goroutines())
+			before := messageCount(b, ds[:lib.nodes]...)
+			b.ReportAllocs()
+			b.SetBytes(bodySize)
+			b.ResetTimer()
+			cpu := cpuTime()
+			n, err := sc.run(p, budget{msgs: b.N}, lat)
+			cpu = cpuTime() - cpu
+			b.StopTimer()
+			if err != nil {
+				b.Fatalf("%s %s: %v", sc.name, lib.name, err)
+			}
+			reportBench(b, sc.sync, lat)
+			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(max(n, 1)), "cpu-µs/msg")
+			checkPublished(b, sc.name+" "+lib.name, before, n, ds[:lib.nodes]...)
+		})
+	}
+}
+
+// BenchmarkPoolPublishAsync: the PublishAsync stream, Producer and pools.
+func BenchmarkPoolPublishAsync(b *testing.B) { benchPools(b, scPublishAsync) }
+
+// BenchmarkPoolPublish64: sync Publish from 64 goroutines, Producer and
+// pools.
+func BenchmarkPoolPublish64(b *testing.B) { benchPools(b, scPublish64) }
