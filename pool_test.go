@@ -682,12 +682,16 @@ func TestPoolFailover(t *testing.T) {
 		// results settle in batches: those a node could not send (its
 		// connection gone, reconnecting refused) all move to the other
 		// node, and each result arrives exactly once.
-		fake := fakeNode(t, func(c *fakensqd.Conn) {})
+		nopRead := make(chan struct{})
+		fake := fakeNode(t, func(c *fakensqd.Conn) { close(nopRead) })
 		p := newTestPool(t, []string{fake.Addr(), real}, poolConfig(t))
 		logs := &testLogger{t: t}
 		lines := logs.watch(100)
 		p.SetLogger(logs, LogLevelInfo)
 		bothUp(t, p)
+		// A node is up once its NOP is written: closing the fake before
+		// its script has read it would fail the script.
+		recvWithin(t, (<-chan struct{})(nopRead), "the fake reading the pool's NOP")
 		fake.Close()
 		waitLine(t, lines, "("+fake.Addr()+") connection lost", 5*time.Second)
 		before := topicCount(t, nodes[0], "failover-async")
@@ -916,8 +920,10 @@ func TestPoolAsyncKinds(t *testing.T) {
 // holds it, written and unanswered, returns with the context's error and
 // ErrUnknownOutcome (it may be stored: not ErrNeverSent), and says nothing
 // against the node.
+//
+// Sequential: the publish must be written within its context's 100ms,
+// which parallel tests contending for the CPU can prevent.
 func TestPoolContextInFlight(t *testing.T) {
-	parallel(t)
 	held := make(chan struct{})
 	fake := fakeNode(t, func(c *fakensqd.Conn) {
 		c.ExpectPublish() // never answered
