@@ -809,8 +809,9 @@ func (r *router) closeConn(err error) {
 }
 
 // onClosed settles everything the closed connection held: what was written
-// and not answered has an unknown outcome. A connection that ended before
-// it proved itself counts as a failed attempt.
+// and not answered has an unknown outcome; what was handed to the write
+// goroutine but never written is queued again. A connection that ended
+// before it proved itself counts as a failed attempt.
 func (r *router) onClosed(c *Conn) {
 	switch c {
 	case r.conn:
@@ -840,14 +841,25 @@ func (r *router) onClosed(c *Conn) {
 	clear(r.refused)
 	r.refused = r.refused[:0]
 	r.unprepare()
+	// What the write goroutine took after the teardown was never written:
+	// it goes back to the front of the queue, in order, for the next
+	// connection (or fails with the queue, if that connection cannot be
+	// made), as the commands nsqd did not execute after an error frame do.
+	var retry txQueue
 	for r.pending.len() > 0 {
 		tx := r.popPending()
-		if r.neverWritten(tx) {
-			r.settle(tx, neverSent(err))
-		} else {
-			r.settle(tx, unknownOutcome(err))
+		if r.neverWritten(tx) || (retry.len() > 0 && tx.placeholder()) {
+			// A placeholder behind it waits for it again.
+			tx.stage = stageRetry
+			retry.pushBack(tx)
+			continue
 		}
+		if retry.len() > 0 {
+			r.impossible("a command written after one never written")
+		}
+		r.settle(tx, unknownOutcome(err))
 	}
+	r.queue.prependAll(&retry)
 	r.conn, r.connected, r.closing, r.unwritten = nil, false, false, 0
 	switch {
 	case r.proven || time.Since(r.connectedAt) >= provingTime:

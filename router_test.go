@@ -3,8 +3,10 @@ package nsq
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,24 +55,56 @@ func TestEventsFromAnUnknownConnPanicUnderTest(t *testing.T) {
 // Bug 11, a batch taken by the write goroutine of a Conn already torn down
 // (its select chose the batch over the teardown) was reported
 // ErrUnknownOutcome though not a byte of it was written. The write
-// goroutine reports it not written, and the router fails it ErrNeverSent.
-func TestBatchTakenAfterTeardownIsNeverSent(t *testing.T) {
-	p, err := NewProducer("127.0.0.1:1", NewConfig())
-	require.NoError(t, err)
-	p.SetLogger(nil, LogLevelError)
-	r := newRouter(p)
-	c := NewConn("127.0.0.1:1", &p.config, producerConnDelegate{r})
-	c.teardown(errors.New("torn down"))
-	r.conn, r.connected, r.proven = c, true, true
+// goroutine reports it not written, and the router queues it again, in
+// order and ahead of what was queued after it, for the next connection;
+// a Flush barrier behind it waits for it again. When that connection
+// cannot be made (the closed one never proved itself), it fails with the
+// queue: ErrNeverSent.
+func TestBatchTakenAfterTeardownIsQueuedAgain(t *testing.T) {
+	for _, proven := range []bool{true, false} {
+		t.Run(fmt.Sprintf("proven=%v", proven), func(t *testing.T) {
+			p, err := NewProducer("127.0.0.1:1", NewConfig())
+			require.NoError(t, err)
+			p.SetLogger(nil, LogLevelError)
+			r := newRouter(p)
+			c := NewConn("127.0.0.1:1", &p.config, producerConnDelegate{r})
+			c.teardown(errors.New("torn down"))
+			r.conn, r.connected, r.proven, r.connectedAt = c, true, proven, time.Now()
 
-	tx := &ProducerTransaction{kind: kindPUB, topic: "t", body: []byte("x"), size: 1, doneChan: make(chan *ProducerTransaction, 1)}
-	r.queue.pushBack(tx)
-	r.prepare()
-	r.handedOff()
-	r.writtenChan <- errNotWritten // what the write goroutine reports for it
-	r.onClosed(c)
-	got := <-tx.doneChan
-	assert.ErrorIs(t, got.Error, ErrNeverSent)
+			done := make(chan *ProducerTransaction, 3)
+			tx := &ProducerTransaction{kind: kindPUB, topic: "t", body: []byte("x"), size: 1, doneChan: done}
+			r.queue.pushBack(tx)
+			r.prepare()
+			r.handedOff()
+			barrier := &ProducerTransaction{kind: kindBarrier, doneChan: done}
+			r.queue.pushBack(barrier)
+			r.prepare() // nothing prepared, tx pending: the barrier waits behind it
+			later := &ProducerTransaction{kind: kindPUB, topic: "t", body: []byte("y"), size: 1, doneChan: done}
+			r.queue.pushBack(later)
+			r.writtenChan <- errNotWritten // what the write goroutine reports for it
+			r.onClosed(c)
+
+			if !proven {
+				for _, want := range []*ProducerTransaction{tx, barrier, later} {
+					got := <-done
+					require.Same(t, want, got)
+					if want == barrier {
+						assert.NoError(t, got.Error)
+					} else {
+						assert.ErrorIs(t, got.Error, ErrNeverSent)
+					}
+				}
+				return
+			}
+			assert.Empty(t, done, "nothing completed")
+			require.Equal(t, 3, r.queue.len())
+			assert.Same(t, tx, r.queue.peek(0))
+			assert.Same(t, barrier, r.queue.peek(1))
+			assert.Same(t, later, r.queue.peek(2))
+			assert.Equal(t, stageRetry, tx.stage)
+			assert.Zero(t, r.pending.len())
+		})
+	}
 }
 
 // The write goroutine's side of it: a request it takes after teardown is
