@@ -109,11 +109,12 @@ func TestFaultErrorFrameIsolation(t *testing.T) {
 
 			s.Go(func(c *fakensqd.Conn) {
 				c.Handshake(nil)
-				var got []string
-				for range 3 {
-					got = append(got, bodyOf(c.Expect("PUB")))
-				}
-				assert.Equal(t, []string{"m0", "m1", "m2"}, got)
+				// Read m0 and m1 only: the producer may hold m2 back until
+				// an answer comes (it keeps at most two writes unanswered).
+				// Whether m2 was written behind m1 or not, nsqd never
+				// executes it.
+				assert.Equal(t, "m0", bodyOf(c.Expect("PUB")))
+				assert.Equal(t, "m1", bodyOf(c.Expect("PUB")))
 				c.OK()
 				c.Error(reason)
 				tc.end(c)
