@@ -99,7 +99,7 @@ type ProducerPool struct {
 	window     int    // messages a node may hold handed to it and unanswered
 	windowSize int64  // bytes of them
 
-	limit poolLimit // Config.MaxPending, MaxPendingBytes: accepted, not yet delivered
+	limit pendingLimit // Config.MaxPending, MaxPendingBytes: accepted, not yet delivered
 
 	logs logSink // the pool's loggers; every node's Producer logs through them
 
