@@ -31,9 +31,11 @@ func (l *pendingLimit) init(maxCount, maxBytes int64) {
 }
 
 // fitsWith reports whether a publish of size fits with c publishes of b
-// bytes held.
+// bytes held. Alone means no count and no bytes: count and bytes are two
+// atomics, so a count of 0 may be seen beside the bytes of a publish
+// whose count is still to come.
 func (l *pendingLimit) fitsWith(c, b, size int64) bool {
-	return c == 0 || (c < l.maxCount && b+size <= l.maxBytes)
+	return (c == 0 && b == 0) || (c < l.maxCount && b+size <= l.maxBytes)
 }
 
 // fits reports whether a publish of size fits now.
@@ -50,6 +52,9 @@ func (l *pendingLimit) tryAcquire(size int64) bool {
 	if !l.fits(size) {
 		return false
 	}
+	// Taken first, then checked: every publish held has added itself to
+	// both counters before its check, so of those held at any moment the
+	// last to pass its check saw them all.
 	c := l.count.Add(1)
 	b := l.bytes.Add(size)
 	if l.fitsWith(c-1, b-size, size) {
