@@ -445,6 +445,31 @@ func writeMPUB(w *wireBuf, topic string, size int64, n int, at func(int) []byte)
 	return err
 }
 
+// writeGroup encodes an automatic MPUB of count messages, whose body
+// (count and sized messages) is size bytes: the messages of group, in
+// order. A PUB gives its body; a MultiPublish its bodies, or its encoded
+// MPUB body without the count.
+func writeGroup(w *wireBuf, topic string, size int64, count int, group []*ProducerTransaction) error {
+	err := writeMPUBHeader(w, topic, size, count)
+	for _, tx := range group {
+		switch {
+		case err != nil:
+			return err
+		case tx.kind == kindPUB:
+			err = writeMPUBMessage(w, tx.body)
+		case tx.bodies != nil:
+			for _, b := range tx.bodies {
+				if err = writeMPUBMessage(w, b); err != nil {
+					break
+				}
+			}
+		default:
+			err = w.body(tx.body[4:])
+		}
+	}
+	return err
+}
+
 // writeMPUBMessage encodes one message of an MPUB: "[size][body]".
 func writeMPUBMessage(w *wireBuf, body []byte) error {
 	if len(body) < gatherMin && w.err == nil && w.available() >= 4+len(body) {

@@ -291,10 +291,13 @@ type Config struct {
 	// attempts. It must not be less than ReconnectBackoff. Default 1s,
 	// minimum 0.
 	MaxReconnectBackoff time.Duration `opt:"max_reconnect_backoff" min:"0" default:"1s"`
-	// AutoBatch sends PUBs to one topic that are queued together as one
-	// MPUB. Default true.
+	// AutoBatch sends the publishes to one topic that are queued together
+	// (PUBs, and the messages of MultiPublishes, in order) as one MPUB:
+	// nsqd answers one command instead of one per publish. Each publish
+	// still completes with its own result. Default true.
 	AutoBatch bool `opt:"auto_batch" default:"true"`
-	// MaxBatchMessages is the most messages AutoBatch puts in one MPUB.
+	// MaxBatchMessages is the most messages AutoBatch puts in one MPUB (a
+	// MultiPublish of more is sent as it is).
 	// Default 512, range [1, 100000].
 	MaxBatchMessages int `opt:"max_batch_messages" min:"1" max:"100000" default:"512"`
 	// MaxBatchBytes is the most message bytes AutoBatch puts in one MPUB.

@@ -850,20 +850,20 @@ func (c *Conn) encodeTxs(txs []*ProducerTransaction) error {
 	var written int64
 	for i := 0; i < len(txs); {
 		tx := txs[i]
-		n, kind, topic, body, bodies, delay, size, groupSize := tx.n, tx.kind, tx.topic, tx.body, tx.bodies, tx.delay, tx.size, tx.groupSize
+		n, kind, topic, body, bodies, delay, size := tx.n, tx.kind, tx.topic, tx.body, tx.bodies, tx.delay, tx.size
 		var err error
 		switch {
-		case kind == kindPUB && n == 1:
+		case n > 1:
+			// An automatic MPUB of the messages of n publishes (PUBs, and
+			// MultiPublishes), whose body size and message count the router
+			// recorded on its head. nsqd answers it only once it has read
+			// it all (or refused it, which the router settles only after
+			// this goroutine has exited).
+			written += tx.groupSize
+			err = writeGroup(c.wb, topic, tx.groupSize, tx.groupCount, txs[i:i+n])
+		case kind == kindPUB:
 			written += int64(len(body))
 			err = writePUB(c.wb, topic, body)
-		case kind == kindPUB:
-			// An automatic MPUB, whose body size the router recorded on its
-			// head. nsqd answers it only once it has read it all (or
-			// refused it, which the router settles only after this
-			// goroutine has exited).
-			group := txs[i : i+n]
-			written += groupSize
-			err = writeMPUB(c.wb, topic, groupSize, n, func(j int) []byte { return group[j].body })
 		case kind == kindDPUB:
 			written += int64(len(body))
 			err = writeDPUB(c.wb, topic, delay, body)

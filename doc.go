@@ -37,9 +37,12 @@
 // before it has its answer; [Producer.Stats] reports counters.
 //
 // Under load the producer writes everything queued with one flush, and runs
-// of PUBs to the same topic that are queued together go out as one MPUB
-// (Config.AutoBatch), each publish still completing with its own result.
-// A lone publish is never delayed to fill a batch.
+// of publishes to the same topic that are queued together (PUBs, and the
+// messages of MultiPublishes) go out as one MPUB (Config.AutoBatch), each
+// publish still completing with its own result. A lone publish is never
+// delayed to fill a batch. (nsqd stores an MPUB's messages one by one: when
+// it fails one midway with E_MPUB_FAILED, every publish of that MPUB ends
+// ErrUnknownOutcome, as a MultiPublish alone would.)
 //
 // # Guarantees
 //
@@ -70,7 +73,7 @@
 // bodies already queued fail with [ErrTooLarge] (and [ErrNeverSent]), larger
 // ones are refused at the call until the next connection is made (it may
 // reach an nsqd with other limits), and of an automatic batch refused for
-// one too big message, only that one fails.
+// one too big message, only the publish holding it fails.
 //
 // Invalid input is refused at the call, before it can reach the connection
 // other publishes share: an invalid topic name

@@ -567,12 +567,14 @@ func (r *router) prepare() {
 			}
 			continue
 		}
-		if r.group >= 0 {
+		batchable := (tx.kind == kindPUB || tx.kind == kindMPUB) && !tx.noBatch
+		if batchable && r.group >= 0 {
 			head := r.prep[r.group]
-			if tx.kind == kindPUB && !tx.noBatch && tx.topic == head.topic && head.n < maxCount &&
-				head.groupSize+4+int64(len(tx.body)) <= int64(r.batchBytes) {
+			if tx.topic == head.topic && head.groupCount+tx.messages() <= maxCount &&
+				head.groupSize+tx.mpubPart() <= int64(r.batchBytes) {
 				head.n++
-				head.groupSize += 4 + int64(len(tx.body))
+				head.groupCount += tx.messages()
+				head.groupSize += tx.mpubPart()
 				tx.n = 0 // it may have headed a command on an earlier connection
 				r.prep = append(r.prep, tx)
 				if tx.ctx != nil {
@@ -587,9 +589,10 @@ func (r *router) prepare() {
 		if tx.ctx != nil {
 			r.prepCtx++
 		}
-		if tx.kind == kindPUB && !tx.noBatch {
+		if batchable {
 			r.group = len(r.prep) - 1
-			tx.groupSize = 8 + int64(len(tx.body)) // the count, then the one sized message
+			tx.groupCount = tx.messages()
+			tx.groupSize = 4 + tx.mpubPart() // the count, then the sized messages
 		}
 	}
 }
@@ -628,9 +631,9 @@ func (r *router) handedOff() {
 	r.prepCtx = 0
 	for _, tx := range r.prep {
 		tx.stage, tx.batch = stageHanded, r.handed
-		if tx.kind == kindPUB && tx.n > 1 {
+		if tx.n > 1 {
 			r.stats.batches.Add(1)
-			r.stats.batched.Add(uint64(tx.n))
+			r.stats.batched.Add(uint64(tx.groupCount))
 		}
 		tx.sentAt = now
 		r.pending.pushBack(tx)
@@ -697,13 +700,13 @@ func (r *router) onErrorFrame(data []byte) {
 			tx := r.popPending()
 			// The too big ones keep their place, settled: they complete in
 			// order, without being sent.
-			switch {
-			case int64(len(tx.body)) <= learnedMsg:
+			switch largest := tx.largest(); {
+			case largest <= learnedMsg:
 			case !blamed:
 				blamed = true
 				tx.settled = perr
 			default:
-				tx.settled = neverSent(learnedTooBig("message body", int64(len(tx.body)), "--max-msg-size", learnedMsg))
+				tx.settled = neverSent(learnedTooBig("message body", largest, "--max-msg-size", learnedMsg))
 			}
 			retry.pushBack(tx)
 		}
@@ -1210,7 +1213,7 @@ func (r *router) learn(perr ErrProtocol) (maxMsg, maxBody int64) {
 // a body over limit.
 func groupExceeds(q *txQueue, n int, limit int64) bool {
 	for i := 0; i < n; i++ {
-		if int64(len(q.peek(i).body)) > limit {
+		if q.peek(i).largest() > limit {
 			return true
 		}
 	}

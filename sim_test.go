@@ -1353,9 +1353,10 @@ func (r *simRun) sentAndMaybeStored(call *simCall, recv []*simCmd) *simCmd {
 	return nil
 }
 
-// answeredWith reports whether one command that carried exactly call's
-// bodies (for a PUB: in a PUB or an automatic MPUB; for a DPUB: with its
-// delay) got answer.
+// answeredWith reports whether one command that carried call's bodies
+// (for a PUB: in a PUB or an automatic MPUB; for a MultiPublish: in an MPUB,
+// all of them in order, alone or merged with others into an automatic MPUB;
+// for a DPUB: with its delay) got answer.
 func (r *simRun) answeredWith(call *simCall, recv []*simCmd, answer string) bool {
 	for _, cmd := range recv {
 		if cmd.answer != answer || cmd.topic != call.topic {
@@ -1363,7 +1364,7 @@ func (r *simRun) answeredWith(call *simCall, recv []*simCmd, answer string) bool
 		}
 		switch call.kind {
 		case opMPub, opMPubCtx, opMPubAsync:
-			if cmd.name == "MPUB" && slices.Equal(cmd.msgs, call.texts) {
+			if cmd.name == "MPUB" && containsRun(cmd.msgs, call.texts) {
 				return true
 			}
 		case opDPub, opDPubCtx, opDPubAsync:
@@ -1405,4 +1406,14 @@ func (r *simRun) checkBackoff(v func(string, ...any)) {
 			n = 0
 		}
 	}
+}
+
+// containsRun reports whether run occurs in msgs as consecutive elements.
+func containsRun(msgs, run []string) bool {
+	for i := 0; i+len(run) <= len(msgs); i++ {
+		if slices.Equal(msgs[i:i+len(run)], run) {
+			return true
+		}
+	}
+	return false
 }

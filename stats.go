@@ -27,7 +27,7 @@ type ProducerStats struct {
 	ConnectFailures uint64 // connection attempts that failed
 	Heartbeats      uint64 // heartbeats received from nsqd (each answered with NOP)
 
-	Batches         uint64  // automatic MPUB batches written
+	Batches         uint64  // automatic MPUB batches written: MPUBs carrying the messages of several publishes
 	BatchedMessages uint64  // messages in them
 	MeanBatchSize   float64 // BatchedMessages / Batches
 

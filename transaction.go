@@ -37,11 +37,12 @@ type ProducerTransaction struct {
 	// changes them only once that goroutine has exited (a transaction goes
 	// back to the queue, to be prepared again, only then).
 	n           int           // on the first transaction of a written command: how many transactions the command carries; 0 on the others
-	noBatch     bool          // send as a PUB of its own (its batch was rejected)
+	noBatch     bool          // send as a command of its own (its batch was rejected)
 	lastOfWrite bool          // the last transaction of a batch handed to the write goroutine
 	settled     error         // known outcome, not to be sent: completes with it, in order
 	sentAt      time.Duration // on the first transaction of a written command: when it was handed to the writer
 	groupSize   int64         // on the first transaction of an automatic MPUB: its body size
+	groupCount  int           // on the first transaction of an automatic MPUB: its messages
 	stage       txStage       // where it is
 	batch       uint64        // the batch it was last handed to the write goroutine in
 	withdrawn   bool          // its caller's context ended and the caller has its answer: nothing more is written to it
@@ -83,6 +84,37 @@ func (tx *ProducerTransaction) messages() int {
 		return len(tx.bodies)
 	}
 	return int(binary.BigEndian.Uint32(tx.body))
+}
+
+// mpubPart returns how many bytes the transaction's messages take in an
+// MPUB body, each with its size and without the body's count.
+func (tx *ProducerTransaction) mpubPart() int64 {
+	if tx.kind == kindMPUB {
+		return tx.size - 4 // its own MPUB body's size, less its count
+	}
+	return 4 + int64(len(tx.body))
+}
+
+// largest returns the size of the transaction's largest message.
+func (tx *ProducerTransaction) largest() int64 {
+	switch {
+	case tx.kind != kindMPUB:
+		return int64(len(tx.body))
+	case tx.bodies != nil:
+		m := 0
+		for _, b := range tx.bodies {
+			m = max(m, len(b))
+		}
+		return int64(m)
+	}
+	// An encoded MPUB body: the count, then each message after its size.
+	m := int64(0)
+	for rest := tx.body[4:]; len(rest) >= 4; {
+		n := int64(binary.BigEndian.Uint32(rest))
+		m = max(m, n)
+		rest = rest[4+n:]
+	}
+	return m
 }
 
 // txKind is what a transaction asks nsqd to do.
