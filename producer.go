@@ -91,8 +91,12 @@ func (p *Producer) Publish(topic string, body []byte) error {
 	return p.publishSync(context.Background(), kindPUB, topic, 0, body, nil)
 }
 
-// MultiPublish publishes bodies to topic in one MPUB command, stored all or
-// none, and waits for nsqd's answer. The bodies may be reused once it returns.
+// MultiPublish publishes bodies to topic in one MPUB command, and waits for
+// nsqd's answer. The bodies may be reused once it returns. On success all
+// of them are stored; when nsqd refuses them (ErrProtocol), none is; after
+// nsqd's E_MPUB_FAILED (ErrUnknownOutcome) some may be. With
+// Config.AutoBatch, publishes to topic queued beside it may share its MPUB
+// (their messages in order, each call keeping its own result).
 func (p *Producer) MultiPublish(topic string, body [][]byte) error {
 	return p.publishSync(context.Background(), kindMPUB, topic, 0, nil, body)
 }
