@@ -80,6 +80,11 @@ type router struct {
 	// backlog being its own) none but its own publishers.
 	couriers map[chan *ProducerTransaction]*courier
 	carrying int // couriers running (a finished one may still be in the map)
+	// Results for one courier, gathered while the router completes a run
+	// of them and carried at once (carryNow): one lock per run instead of
+	// one per result.
+	carryTo  *courier
+	carryRun []*ProducerTransaction
 
 	// The next batch for the write goroutine, grown from the queue until the
 	// write goroutine takes it: once it has written the one before, and
@@ -225,6 +230,7 @@ func (r *router) run() {
 	stopChan := r.stopChan
 	for {
 		r.advance()
+		r.carryNow()
 		r.release.to(r.limit)
 		if r.hook != nil {
 			// The results of this pass, at once; then what the hook hands
@@ -278,6 +284,7 @@ func (r *router) run() {
 		}
 	}
 	r.timer.Stop()
+	r.carryNow()
 	r.release.to(r.limit)
 }
 
@@ -665,8 +672,17 @@ func (r *router) onResponse(data []byte) {
 	r.proven = true
 	head := r.pending.peek(0)
 	r.stats.addLatency(r.stats.now() - head.sentAt)
+	// Counted at once (two atomic adds per answer, not per publish),
+	// before any of them is delivered.
+	var msgs, bytes uint64
+	for i := 0; i < head.n; i++ {
+		m, b := published(r.pending.peek(i))
+		msgs, bytes = msgs+m, bytes+b
+	}
+	r.stats.published.Add(msgs)
+	r.stats.publishedBytes.Add(bytes)
 	for n := head.n; n > 0; n-- {
-		r.complete(r.popPending(), nil)
+		r.deliverCounted(r.popPending(), nil)
 	}
 	r.popPlaceholders()
 }
@@ -996,6 +1012,11 @@ func (r *router) expire() {
 // back only the publishers to it.
 func (r *router) complete(tx *ProducerTransaction, err error) {
 	r.count(tx, err)
+	r.deliverCounted(tx, err)
+}
+
+// deliverCounted is complete for a transaction already counted.
+func (r *router) deliverCounted(tx *ProducerTransaction, err error) {
 	if tx.recycled {
 		// Nothing reads the encoded body of a completed publish: nsqd
 		// answers only once it has read it all, and a publish that fails
@@ -1021,19 +1042,63 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 		// completed so far released.
 		r.release.merge(rel)
 		rel = roomRelease{}
+		r.carryNow()
 		r.release.to(r.limit)
 		ch <- tx // capacity 1 and ours: never blocks
 	case r.hook != nil:
 		r.hook.done(tx) // never blocks
 	case ch == nil:
-	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
+	case r.couriers[ch] != nil:
 		// Behind the results the courier still holds, also after
 		// stop_timeout (it drops them then): never ahead of them.
+		r.carryLater(r.couriers[ch], tx)
+	default:
+		r.deliver(tx)
+	}
+	r.release.merge(rel)
+}
+
+// carryLater gathers tx for courier c, after the results gathered before
+// it; carryNow carries them. Results for another courier carry those first.
+func (r *router) carryLater(c *courier, tx *ProducerTransaction) {
+	if r.carryTo != c {
+		r.carryNow()
+		r.carryTo = c
+	}
+	r.carryRun = append(r.carryRun, tx)
+}
+
+// carryNow carries the gathered results to their courier. One that has
+// finished meanwhile (it delivered all it held, and takes nothing more)
+// leaves them to be delivered as if it had never run, in order.
+func (r *router) carryNow() {
+	c := r.carryTo
+	if c == nil {
+		return
+	}
+	run := r.carryRun
+	r.carryTo, r.carryRun = nil, r.carryRun[:0]
+	if !c.carryAll(run) {
+		for _, tx := range run {
+			r.deliver(tx)
+		}
+	}
+	clear(run)
+}
+
+// deliver sends an async result to its doneChan (which has no courier
+// taking results, or one that has finished), or to a new courier when the
+// channel is full.
+func (r *router) deliver(tx *ProducerTransaction) {
+	ch := tx.doneChan
+	switch {
+	case r.couriers[ch] != nil && r.couriers[ch].carry(tx):
+		// A courier started for an earlier result of this run.
 	case r.expired:
 		select {
 		case ch <- tx:
 		default:
-			r.log(LogLevelError, "(%s) result dropped after stop_timeout: doneChan not read (error: %v)", r.addr, err)
+			r.log(LogLevelError, "(%s) result dropped after stop_timeout: doneChan not read (error: %v)", r.addr, tx.Error)
 		}
 	default:
 		select {
@@ -1042,7 +1107,6 @@ func (r *router) complete(tx *ProducerTransaction, err error) {
 			r.startCourier(ch, tx)
 		}
 	}
-	r.release.merge(rel)
 }
 
 // startCourier starts the courier of ch, a doneChan that was full, with its
@@ -1078,13 +1142,9 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 	s := r.stats
 	switch {
 	case err == nil:
-		n := tx.messages()
-		s.published.Add(uint64(n))
-		if tx.kind == kindMPUB {
-			s.publishedBytes.Add(uint64(tx.size - 4 - 4*int64(n)))
-		} else {
-			s.publishedBytes.Add(uint64(tx.size))
-		}
+		msgs, bytes := published(tx)
+		s.published.Add(msgs)
+		s.publishedBytes.Add(bytes)
 	case errors.Is(err, ErrUnknownOutcome): // E_MPUB_FAILED included
 		s.unknown.Add(uint64(tx.messages()))
 	case errors.Is(err, ErrNeverSent):
@@ -1094,6 +1154,15 @@ func (r *router) count(tx *ProducerTransaction, err error) {
 			s.addNsqdError(code)
 		}
 	}
+}
+
+// published returns the messages and message bytes tx publishes.
+func published(tx *ProducerTransaction) (msgs, bytes uint64) {
+	n := tx.messages()
+	if tx.kind == kindMPUB {
+		return uint64(n), uint64(tx.size - 4 - 4*int64(n))
+	}
+	return 1, uint64(tx.size)
 }
 
 // protocolCode returns the code of the ErrProtocol in err's chain. (Apart,
@@ -1130,6 +1199,23 @@ func (c *courier) carry(tx *ProducerTransaction) bool {
 	}
 	c.backlog.take(room(tx))
 	c.q.pushBack(tx)
+	return true
+}
+
+// carryAll hands results to the courier, in order; false (taking none) if
+// it has finished.
+func (c *courier) carryAll(txs []*ProducerTransaction) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished {
+		return false
+	}
+	var rel roomRelease
+	for _, tx := range txs {
+		rel.add(tx)
+		c.q.pushBack(tx)
+	}
+	c.backlog.take(rel.count, rel.bytes)
 	return true
 }
 

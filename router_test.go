@@ -33,9 +33,44 @@ func TestCompleteAfterStopTimeoutNeverOvertakesACourier(t *testing.T) {
 
 	r.complete(newer, nil)
 	assert.Zero(t, len(ch), "the newer result overtook the courier's")
+	r.carryNow() // what the router does before it waits again
+	assert.Zero(t, len(ch), "the newer result overtook the courier's")
 	require.Equal(t, 2, c.q.len())
 	assert.Same(t, older, c.q.peek(0))
 	assert.Same(t, newer, c.q.peek(1))
+}
+
+// Results gathered for a courier that finishes before they are carried
+// (it had delivered all it held) are delivered as if it had never run: in
+// order, straight to the channel while it has room, then through a new
+// courier.
+func TestCarryToAFinishedCourierKeepsOrder(t *testing.T) {
+	p, err := NewProducer("127.0.0.1:1", NewConfig())
+	require.NoError(t, err)
+	p.SetLogger(nil, LogLevelError)
+	r := newRouter(p)
+
+	ch := make(chan *ProducerTransaction, 1)
+	a, b := &ProducerTransaction{doneChan: ch, size: 1}, &ProducerTransaction{doneChan: ch, size: 2}
+	old := &courier{ch: ch, backlog: new(pendingLimit), finished: true}
+	r.couriers = map[chan *ProducerTransaction]*courier{ch: old}
+	r.carrying = 1
+
+	r.complete(a, nil)
+	r.complete(b, nil)
+	assert.Zero(t, len(ch), "gathered, not sent")
+	r.carryNow()
+	require.Equal(t, 1, len(ch))
+	assert.Same(t, a, <-ch, "the first straight to the channel")
+	c := r.couriers[ch]
+	require.NotSame(t, old, c, "a new courier for the rest")
+	assert.Equal(t, 2, r.carrying)
+	assert.Same(t, b, recvWithin(t, ch, "the second result"))
+	ev := recvWithin(t, r.eventChan, "the new courier's end")
+	assert.Equal(t, evCourierDone, ev.kind)
+	assert.Same(t, c, ev.courier)
+	assert.Zero(t, c.backlog.count.Load(), "the courier gave its room back")
+	assert.Zero(t, old.q.len(), "nothing was carried to the finished courier")
 }
 
 // Bug 1's "cannot happen" branch: an event from a Conn that is neither in
