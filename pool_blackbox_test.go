@@ -1,0 +1,306 @@
+package nsq
+
+// Black-box tests of the ProducerPool, written from issue 11's text and the
+// package doc as an outside user would: only exported API, against real
+// nsqd and nsqlookupd processes (and, where the answer must be one no real
+// nsqlookupd gives, a tiny HTTP server).
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nsqkit/go-nsq/internal/fakensqd"
+	"github.com/nsqkit/go-nsq/internal/nsqdtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// consumeAll returns every message the nodes hold for topic.
+func consumeAll(t *testing.T, topic string, nodes ...*nsqdtest.Nsqd) []string {
+	t.Helper()
+	var out []string
+	for _, n := range nodes {
+		require.NoError(t, n.CreateTopic(topic))
+		st, err := n.Stats(topic)
+		require.NoError(t, err)
+		if left := st.Depth + st.ChannelDepth; left > 0 {
+			out = append(out, bodyStrings(n.Consume(t, topic, int(left), consumeTimeout))...)
+		}
+	}
+	return out
+}
+
+// TestPoolBlackboxPublisher: code written against Producer's publishing
+// methods (the Publisher interface) works unchanged on a pool: every sync
+// method stores what it says on one node, Stats has every node's figures
+// beside totals that add up; after Stop every method says ErrStopped and
+// stores nothing, a second Stop (also concurrent) returns, Stats stays
+// readable.
+func TestPoolBlackboxPublisher(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 2)
+	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	ctx := context.Background()
+	use := func(pub Publisher) {
+		require.NoError(t, pub.Publish("bb", []byte("p1")))
+		require.NoError(t, pub.MultiPublish("bb", [][]byte{[]byte("m1"), []byte("m2")}))
+		require.NoError(t, pub.DeferredPublish("bb", 0, []byte("d1")))
+		require.NoError(t, pub.PublishContext(ctx, "bb", []byte("p2")))
+		require.NoError(t, pub.MultiPublishContext(ctx, "bb", [][]byte{[]byte("m3")}))
+		require.NoError(t, pub.DeferredPublishContext(ctx, "bb", 0, []byte("d2")))
+		done := make(chan *ProducerTransaction, 1)
+		require.NoError(t, pub.TryPublishAsync("bb", []byte("t1"), done, "try"))
+		tx := <-done
+		require.NoError(t, tx.Error)
+		assert.Equal(t, []any{"try"}, tx.Args)
+		require.NoError(t, pub.Flush(ctx))
+	}
+	use(p)
+
+	s := p.Stats()
+	require.Len(t, s.Nodes, 2)
+	var sum uint64
+	for _, n := range s.Nodes {
+		assert.Contains(t, addrs, n.Addr)
+		assert.Equal(t, "up", n.State)
+		assert.Zero(t, n.Pending)
+		assert.Zero(t, n.UnknownOutcome)
+		assert.Zero(t, n.NeverSent)
+		assert.Zero(t, n.Rerouted)
+		assert.NoError(t, n.LastError)
+		assert.Equal(t, n.Published, n.Producer.Published, "the node's figure and its Producer's")
+		sum += n.Published
+	}
+	assert.Equal(t, uint64(8), s.Published)
+	assert.Equal(t, s.Published, sum)
+	assert.Equal(t, uint64(len("p1m1m2d1p2m3d2t1")), s.PublishedBytes)
+	assert.Zero(t, s.Pending)
+	assert.Zero(t, s.Queued)
+	assert.ElementsMatch(t, []string{"p1", "m1", "m2", "d1", "p2", "m3", "d2", "t1"}, consumeAll(t, "bb", nodes...))
+
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(p.Stop)
+	}
+	within(t, 10*time.Second, "two concurrent Stops", wg.Wait)
+	within(t, time.Second, "a third Stop", p.Stop)
+
+	done := make(chan *ProducerTransaction, 1)
+	b := []byte("late")
+	for name, err := range map[string]error{
+		"Publish":                     p.Publish("bb", b),
+		"MultiPublish":                p.MultiPublish("bb", [][]byte{b}),
+		"DeferredPublish":             p.DeferredPublish("bb", 0, b),
+		"PublishContext":              p.PublishContext(ctx, "bb", b),
+		"MultiPublishContext":         p.MultiPublishContext(ctx, "bb", [][]byte{b}),
+		"DeferredPublishContext":      p.DeferredPublishContext(ctx, "bb", 0, b),
+		"PublishAsync":                p.PublishAsync("bb", b, done),
+		"MultiPublishAsync":           p.MultiPublishAsync("bb", [][]byte{b}, done),
+		"DeferredPublishAsync":        p.DeferredPublishAsync("bb", 0, b, done),
+		"PublishAsyncContext":         p.PublishAsyncContext(ctx, "bb", b, done),
+		"MultiPublishAsyncContext":    p.MultiPublishAsyncContext(ctx, "bb", [][]byte{b}, done),
+		"DeferredPublishAsyncContext": p.DeferredPublishAsyncContext(ctx, "bb", 0, b, done),
+		"TryPublishAsync":             p.TryPublishAsync("bb", b, done),
+		"PublishByKey":                p.PublishByKey("k", "bb", b),
+		"PublishAsyncByKey":           p.PublishAsyncByKey("k", "bb", b, done),
+		"Flush":                       p.Flush(ctx),
+		"ConnectToNSQLookupd":         p.ConnectToNSQLookupd("127.0.0.1:4161"),
+		"ConnectToNSQLookupds":        p.ConnectToNSQLookupds([]string{"127.0.0.1:4161"}),
+	} {
+		assert.Equal(t, ErrStopped, err, name)
+	}
+	p.SetLogger(nil, LogLevelInfo) // after Stop: harmless
+	p.SetLoggerLevel(LogLevelError)
+	p.SetLoggerForLevel(nil, LogLevelWarning)
+	select {
+	case tx := <-done:
+		t.Fatalf("a result for a publish refused after Stop: %+v", tx)
+	default:
+	}
+	s = p.Stats()
+	assert.Equal(t, uint64(8), s.Published, "the totals stay after Stop")
+	assert.Empty(t, s.Nodes)
+	assert.ElementsMatch(t, []string{}, consumeAll(t, "bb", nodes...), "nothing published after Stop")
+}
+
+// TestPoolBlackboxNew: NewProducerPool's arguments. A nil config or an
+// empty address is refused; duplicate addresses make one node; an address
+// nothing listens on, or that is not an address at all, makes a node that
+// is down, and a publish fails promptly with ErrNeverSent naming why.
+func TestPoolBlackboxNew(t *testing.T) {
+	parallel(t)
+	_, err := NewProducerPool([]string{"127.0.0.1:4150"}, nil)
+	assert.Error(t, err)
+	_, err = NewProducerPool([]string{"127.0.0.1:4150", ""}, NewConfig())
+	assert.Error(t, err)
+
+	_, addrs := startNodes(t, 1)
+	p := newTestPool(t, []string{addrs[0], addrs[0], addrs[0]}, poolConfig(t))
+	require.NoError(t, p.Publish("new", []byte("x")))
+	s := p.Stats()
+	require.Len(t, s.Nodes, 1, "duplicates make one node")
+	assert.Equal(t, addrs[0], s.Nodes[0].Addr)
+	assert.Equal(t, uint64(1), s.Nodes[0].Published)
+
+	cfg := poolConfig(t)
+	bad := newTestPool(t, []string{"no-port-here", closedAddr(t)}, cfg)
+	within(t, cfg.DialTimeout+cfg.MaxReconnectBackoff+5*time.Second, "a publish with no node reachable", func() {
+		err := bad.Publish("new", []byte("x"))
+		assert.ErrorIs(t, err, ErrNeverSent)
+	})
+	for _, n := range bad.Stats().Nodes {
+		assert.Equal(t, "down", n.State, n.Addr)
+		assert.Error(t, n.LastError, n.Addr)
+	}
+}
+
+// TestPoolBlackboxAllDownEveryKind: with every node unreachable each sync
+// kind, PublishByKey included, fails with ErrNeverSent and never hangs,
+// and nothing is left pending.
+func TestPoolBlackboxAllDownEveryKind(t *testing.T) {
+	parallel(t)
+	cfg := poolConfig(t)
+	p := newTestPool(t, []string{closedAddr(t), closedAddr(t)}, cfg)
+	guard := cfg.DialTimeout + cfg.MaxReconnectBackoff + 5*time.Second // generous: parallel tests share the CPU
+	for name, call := range map[string]func() error{
+		"Publish":         func() error { return p.Publish("down", []byte("x")) },
+		"MultiPublish":    func() error { return p.MultiPublish("down", [][]byte{[]byte("x"), []byte("y")}) },
+		"DeferredPublish": func() error { return p.DeferredPublish("down", time.Second, []byte("x")) },
+		"PublishByKey":    func() error { return p.PublishByKey("k", "down", []byte("x")) },
+	} {
+		within(t, guard, name, func() {
+			err := call()
+			assert.ErrorIs(t, err, ErrNeverSent, name)
+			assert.NotErrorIs(t, err, ErrUnknownOutcome, name)
+		})
+	}
+	done := make(chan *ProducerTransaction, 1)
+	require.NoError(t, p.PublishAsyncByKey("k", "down", []byte("x"), done, "bykey"))
+	within(t, guard, "PublishAsyncByKey's result", func() {
+		tx := <-done
+		assert.ErrorIs(t, tx.Error, ErrNeverSent)
+		assert.Equal(t, []any{"bykey"}, tx.Args)
+	})
+	s := p.Stats()
+	assert.Equal(t, uint64(6), s.NeverSent, "messages: 1+2+1+1+1")
+	assert.Zero(t, s.Pending)
+	assert.Zero(t, s.Published)
+}
+
+// TestPoolBlackboxUnknownNotMoved: a sync PUB written to a node whose
+// connection then dies unanswered ends ErrUnknownOutcome: it is not sent to
+// the other node (it may be stored on the first), and counts as unknown.
+func TestPoolBlackboxUnknownNotMoved(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 1)
+	read := make(chan struct{})
+	fake := fakeNode(t, func(c *fakensqd.Conn) {
+		c.ExpectPublish()
+		close(read)
+		c.Close()
+	})
+	p := newTestPool(t, []string{fake.Addr(), addrs[0]}, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	// The pool prefers the node holding least; both hold nothing, so keep
+	// publishing until one lands on the fake.
+	var err error
+	for i := 0; i < 100; i++ {
+		err = p.Publish("unknown", []byte(fmt.Sprint(i)))
+		if err != nil {
+			break
+		}
+	}
+	recvWithin(t, (<-chan struct{})(read), "the fake reading a publish")
+	assert.ErrorIs(t, err, ErrUnknownOutcome)
+	assert.NotErrorIs(t, err, ErrNeverSent)
+	s := p.Stats()
+	assert.Zero(t, s.Rerouted)
+	assert.Equal(t, uint64(1), s.UnknownOutcome)
+	assert.Equal(t, int64(s.Published), topicCount(t, nodes[0], "unknown"), "the unknown publish was not sent to the real node")
+	fake.Wait()
+}
+
+// blockingLookupd is an nsqlookupd that accepts connections and never
+// answers until the test ends.
+func blockingLookupd(t *testing.T) string {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() {
+		close(release)
+		srv.Close()
+	})
+	return srv.Listener.Addr().String()
+}
+
+// TestPoolLookupdSilent: a pool whose only nsqlookupd accepts the
+// connection and never answers (an overloaded or stopped lookupd) knows no
+// node; a publish must still fail promptly with ErrNeverSent (within
+// dial_timeout plus the backoff cap), not wait for lookupd_poll_timeout.
+func TestPoolLookupdSilent(t *testing.T) {
+	parallel(t)
+	cfg := poolConfig(t, "lookupd_poll_timeout", 30*time.Second)
+	p := newTestPool(t, nil, cfg)
+	require.NoError(t, p.ConnectToNSQLookupd(blockingLookupd(t)))
+	within(t, cfg.DialTimeout+cfg.MaxReconnectBackoff+3*time.Second, "Publish with a silent nsqlookupd", func() {
+		err := p.Publish("silent", []byte("x"))
+		assert.ErrorIs(t, err, ErrNeverSent)
+	})
+	done := make(chan *ProducerTransaction, 1)
+	require.NoError(t, p.PublishAsync("silent", []byte("x"), done))
+	within(t, cfg.DialTimeout+cfg.MaxReconnectBackoff+3*time.Second, "PublishAsync's result with a silent nsqlookupd", func() {
+		assert.ErrorIs(t, (<-done).Error, ErrNeverSent)
+	})
+}
+
+// TestPoolLookupdOneSilent: of two nsqlookupd, the first never answers;
+// the nodes the second lists are used at once, not after the first's
+// lookupd_poll_timeout, and the list is refreshed every poll interval.
+func TestPoolLookupdOneSilent(t *testing.T) {
+	parallel(t)
+	lk := nsqdtest.StartLookupd(t)
+	reg := []string{"--lookupd-tcp-address=" + lk.TCPAddr(), "--broadcast-address=127.0.0.1"}
+	nodes, _ := startNodes(t, 1, reg...)
+	cfg := poolConfig(t, "lookupd_poll_timeout", 30*time.Second)
+	p := newTestPool(t, nil, cfg)
+	require.NoError(t, p.ConnectToNSQLookupds([]string{blockingLookupd(t), lk.HTTPAddr()}))
+	// nsqd registers with nsqlookupd shortly after it starts.
+	waitPool(t, p, 10*time.Second, "the node found through the answering nsqlookupd", func(s ProducerPoolStats) bool { return upNodes(s) == 1 })
+	require.NoError(t, p.Publish("onesilent", []byte("x")))
+	// A second node registering later is picked up within a few polls.
+	second := nsqdtest.Start(t, reg...)
+	nodes = append(nodes, second)
+	waitPool(t, p, 10*time.Second, "the second node found", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	assert.Len(t, consumeAll(t, "onesilent", nodes...), 1)
+}
+
+// TestPoolStopNoHTTPGoroutine: once Stop returns no goroutine of the pool
+// is left, the nsqlookupd client's keep-alive connections included (a
+// user checking with goleak after Stop sees every goroutine).
+//
+// Sequential: it sees every goroutine of the process.
+func TestPoolStopNoHTTPGoroutine(t *testing.T) {
+	lk := nsqdtest.StartLookupd(t)
+	reg := []string{"--lookupd-tcp-address=" + lk.TCPAddr(), "--broadcast-address=127.0.0.1"}
+	startNodes(t, 1, reg...)
+	before := goleak.IgnoreCurrent()
+	p, err := NewProducerPool(nil, poolConfig(t))
+	require.NoError(t, err)
+	p.SetLogger(&testLogger{t: t}, LogLevelInfo)
+	require.NoError(t, p.ConnectToNSQLookupd(lk.HTTPAddr()))
+	waitPool(t, p, 10*time.Second, "the node found", func(s ProducerPoolStats) bool { return upNodes(s) == 1 })
+	require.NoError(t, p.Publish("leak", []byte("x")))
+	p.Stop()
+	goleak.VerifyNone(t, before)
+}
