@@ -658,9 +658,10 @@ func putAsyncTx(t *poolTx) {
 }
 
 // PublishByKey is Publish to the node chosen for key: of the nodes that are
-// up, the one whose rendezvous hash with key is highest. While no node
-// joins, leaves, goes down or comes up, every publish with one key goes to
-// one node, so its publishes (and PublishAsyncByKey's) are stored in the
+// up, the one whose rendezvous hash with key is highest, leaving out those
+// nsqlookupd says tombstoned topic while another is up. While no node
+// joins, leaves, goes down or comes up (and no tombstone of topic comes or
+// goes), every publish with one key goes to one node, so its publishes (and PublishAsyncByKey's) are stored in the
 // order they are made and complete in that order. When the key's node stops
 // taking publishes, the key moves to its next node (a node that comes up or
 // joins takes back only its own keys); a publish that never reached its
@@ -878,17 +879,20 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, self *poolNode) {
 // keyNodeLocked returns the node for a keyed publish: of the nodes that are
 // up, the one whose rendezvous hash with the key is highest (so a node
 // coming or going moves only its own keys), skipping the node it just
-// failed on while another is up.
+// failed on while another is up, and one that tombstoned the topic while
+// another that did not is up (as pickLocked does).
 func (p *ProducerPool) keyNodeLocked(t *poolTx) *poolNode {
 	var best *poolNode
 	var bestScore uint64
+	bestTomb := false
 	for _, n := range p.nodes {
 		if n.state != nodeUp || (n == t.last && len(p.nodes) > 1) {
 			continue
 		}
+		tomb := len(n.tombstoned) > 0 && n.tombstoned[t.topic]
 		score := rendezvous(t.keyHash, n.addr)
-		if best == nil || score > bestScore {
-			best, bestScore = n, score
+		if best == nil || (bestTomb && !tomb) || (tomb == bestTomb && score > bestScore) {
+			best, bestScore, bestTomb = n, score, tomb
 		}
 	}
 	if best == nil && t.last != nil && t.last.state == nodeUp {

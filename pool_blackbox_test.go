@@ -285,6 +285,46 @@ func TestPoolLookupdOneSilent(t *testing.T) {
 	assert.Len(t, consumeAll(t, "onesilent", nodes...), 1)
 }
 
+// TestPoolByKeyTombstone: a keyed publish avoids a node that tombstoned
+// its topic while another node can take it, as every other publish does
+// (issue 11: "skips a node for a topic it has tombstoned").
+func TestPoolByKeyTombstone(t *testing.T) {
+	parallel(t)
+	_, addrs := startNodes(t, 2)
+	a, b := addrs[0], addrs[1]
+	_, lookupdAddr := startFakeLookupd(t, func() (int, string) {
+		return 200, fmt.Sprintf(`{"producers":[%s,%s]}`,
+			lookupdNodeJSON(a, map[string]bool{"tk": true}), lookupdNodeJSON(b, nil))
+	})
+	p := newTestPool(t, nil, poolConfig(t))
+	require.NoError(t, p.ConnectToNSQLookupd(lookupdAddr))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	const keys = 40
+	done := make(chan *ProducerTransaction, keys)
+	for k := range keys {
+		require.NoError(t, p.PublishByKey(fmt.Sprint("key", k), "tk", []byte("x")))
+		require.NoError(t, p.PublishAsyncByKey(fmt.Sprint("key", k), "tk", []byte("y"), done))
+	}
+	for range keys {
+		require.NoError(t, (<-done).Error)
+	}
+	nodeA := func() PoolNodeStats {
+		for _, n := range p.Stats().Nodes {
+			if n.Addr == a {
+				return n
+			}
+		}
+		t.Fatalf("node %s not in the pool", a)
+		return PoolNodeStats{}
+	}
+	assert.Zero(t, nodeA().Published, "node %s took keyed publishes of a topic it tombstoned", a)
+	// The same keys on a topic nobody tombstoned spread over both nodes.
+	for k := range keys {
+		require.NoError(t, p.PublishByKey(fmt.Sprint("key", k), "other", []byte("x")))
+	}
+	assert.NotZero(t, nodeA().Published, "the keys did not spread over both nodes")
+}
+
 // TestPoolStopNoHTTPGoroutine: once Stop returns no goroutine of the pool
 // is left, the nsqlookupd client's keep-alive connections included (a
 // user checking with goleak after Stop sees every goroutine).
