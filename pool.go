@@ -571,6 +571,17 @@ func (p *ProducerPool) abandon(t *poolTx) error {
 	p.mu.Lock()
 	switch {
 	case t.finished:
+	case t.parked:
+		// Given a node, waiting for the async publishes before it.
+		n := t.node
+		for i, u := range n.parked {
+			if u == t {
+				n.parked = append(n.parked[:i], n.parked[i+1:]...)
+				break
+			}
+		}
+		t.parked = false
+		out = p.releaseLocked(n, t, neverSentCtx(t.ctx))
 	case t.node != nil:
 		// Given a node, not yet published there.
 		<-t.wake
@@ -797,7 +808,9 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 		// A sync publish given a node just now learns it here, not
 		// through its wake channel.
 		t.inline = false
-		t.inlineNode = t.node
+		if !t.parked {
+			t.inlineNode = t.node
+		}
 	}
 	if k := len(p.free); k > 0 && p.spare.Load() == nil {
 		p.spare.Store(p.free[k-1]) // for the next async call
@@ -868,6 +881,14 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, self *poolNode) {
 	t.node = n
 	t.attempts++
 	if t.wake != nil {
+		if len(n.box) > 0 {
+			// Async publishes given to n before it wait in its box: the
+			// caller publishes once n's router has taken them (see
+			// takeBoxLocked), so that n sends them first.
+			t.parked = true
+			n.parked = append(n.parked, t)
+			return
+		}
 		if !t.inline {
 			t.wake <- n // the sync caller publishes it
 		}
@@ -1295,6 +1316,7 @@ type poolTx struct {
 	keyed     bool                      // published by key: goes to the key's node
 	finished  bool                      // guarded by ProducerPool.mu
 	abandoned bool                      // guarded by ProducerPool.mu: the sync caller stopped waiting
+	parked    bool                      // sync, guarded by ProducerPool.mu: given a node, waiting in its parked list
 	attempts  int32                     // guarded by ProducerPool.mu: nodes it was handed to
 	msgs      int                       // messages it publishes
 	size      int64                     // bytes held against the pending limits

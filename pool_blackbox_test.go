@@ -344,3 +344,40 @@ func TestPoolStopNoHTTPGoroutine(t *testing.T) {
 	p.Stop()
 	goleak.VerifyNone(t, before)
 }
+
+// TestPoolByKeyMixedOrder: PublishByKey's documented guarantee, that one
+// key's publishes, PublishAsyncByKey's among them, are stored in the order
+// they are made: a goroutine alternating async and sync publishes of one
+// key finds them stored in that order.
+func TestPoolByKeyMixedOrder(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 2)
+	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	const n = 400
+	done := make(chan *ProducerTransaction, n)
+	for i := 0; i < n; i += 4 {
+		for j := range 3 {
+			require.NoError(t, p.PublishAsyncByKey("mixed", "mixed", []byte(fmt.Sprint(i+j)), done, i+j))
+		}
+		require.NoError(t, p.PublishByKey("mixed", "mixed", []byte(fmt.Sprint(i+3))))
+	}
+	next := 0
+	for range 3 * n / 4 {
+		tx := <-done
+		require.NoError(t, tx.Error)
+		i := tx.Args[0].(int)
+		assert.Equal(t, next, i, "async results of one key out of order")
+		next = i + 1
+		if next%4 == 3 {
+			next++
+		}
+	}
+	got := consumeAll(t, "mixed", nodes...)
+	require.Len(t, got, n)
+	for i, b := range got {
+		if b != fmt.Sprint(i) {
+			t.Fatalf("stored out of order: position %d holds %s (around it: %v)", i, b, got[max(0, i-4):min(n, i+4)])
+		}
+	}
+}

@@ -184,7 +184,12 @@ type poolNode struct {
 	// box holds the async publishes given to the node and not yet taken by
 	// its router (the hook takes them all at once), in the order the pool
 	// took them from its queue.
-	box                                     []*poolTx
+	box []*poolTx
+	// parked holds the sync publishes given to the node while its box
+	// held async ones: their callers publish once the router has taken
+	// the box (takeBoxLocked), so the node sends publishes in the order
+	// the pool gave them to it.
+	parked                                  []*poolTx
 	held                                    int   // messages given to the node (boxed or handed to the Producer) and not settled
 	heldSize                                int64 // their bytes
 	published, unknown, neverSent, rerouted uint64
@@ -293,6 +298,14 @@ func (n *poolNode) takeBoxLocked(buf []*poolTx) []*poolTx {
 	clear(n.box)
 	n.box = n.box[:0]
 	n.boxed.Store(false)
+	// The router accepts the box before it reads its inbox again: the
+	// sync publishes given after it may go now.
+	for _, t := range n.parked {
+		t.parked = false
+		t.wake <- n // capacity 1: nothing else is pending on it
+	}
+	clear(n.parked)
+	n.parked = n.parked[:0]
 	return buf
 }
 
@@ -334,7 +347,7 @@ func (n *poolNode) setStateLocked(p *ProducerPool, s nodeState) {
 // (never handed to its Producer: not an attempt), then the keyed publishes
 // waiting for room on it, for the keys' next node.
 func (n *poolNode) requeueLocked(p *ProducerPool) {
-	if len(n.box) == 0 && n.keyQ.len() == 0 {
+	if len(n.box) == 0 && len(n.parked) == 0 && n.keyQ.len() == 0 {
 		return
 	}
 	var q poolQueue
@@ -349,6 +362,17 @@ func (n *poolNode) requeueLocked(p *ProducerPool) {
 	clear(n.box)
 	n.box = n.box[:0]
 	n.boxed.Store(false)
+	for _, t := range n.parked {
+		n.held -= t.msgs
+		n.heldSize -= t.size
+		p.held -= t.msgs
+		t.node = nil
+		t.parked = false
+		t.attempts--
+		q.pushBack(t)
+	}
+	clear(n.parked)
+	n.parked = n.parked[:0]
 	for n.keyQ.len() > 0 {
 		q.pushBack(n.keyQ.popFront())
 	}
