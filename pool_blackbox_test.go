@@ -250,7 +250,8 @@ func blockingLookupd(t *testing.T) string {
 // dial_timeout plus the backoff cap), not wait for lookupd_poll_timeout.
 func TestPoolLookupdSilent(t *testing.T) {
 	parallel(t)
-	cfg := poolConfig(t, "lookupd_poll_timeout", 30*time.Second)
+	// The first poll's round would end at the next poll, 10s on.
+	cfg := poolConfig(t, "lookupd_poll_timeout", 30*time.Second, "lookupd_poll_interval", 10*time.Second)
 	p := newTestPool(t, nil, cfg)
 	require.NoError(t, p.ConnectToNSQLookupd(blockingLookupd(t)))
 	within(t, cfg.DialTimeout+cfg.MaxReconnectBackoff+3*time.Second, "Publish with a silent nsqlookupd", func() {
@@ -262,6 +263,18 @@ func TestPoolLookupdSilent(t *testing.T) {
 	within(t, cfg.DialTimeout+cfg.MaxReconnectBackoff+3*time.Second, "PublishAsync's result with a silent nsqlookupd", func() {
 		assert.ErrorIs(t, (<-done).Error, ErrNeverSent)
 	})
+	within(t, 3*time.Second, "Stop with a query to a silent nsqlookupd in flight", p.Stop)
+}
+
+// TestPoolLookupdAddress: ConnectToNSQLookupd refuses what is not an
+// nsqlookupd HTTP address, at the call.
+func TestPoolLookupdAddress(t *testing.T) {
+	p := newTestPool(t, nil, poolConfig(t))
+	for _, bad := range []string{"", "http://", "ftp://127.0.0.1:4161", "http://[::1"} {
+		assert.Error(t, p.ConnectToNSQLookupd(bad), "%q", bad)
+		assert.Error(t, p.ConnectToNSQLookupds([]string{bad}), "%q", bad)
+	}
+	assert.Equal(t, "ProducerPool[]", p.String())
 }
 
 // TestPoolLookupdOneSilent: of two nsqlookupd, the first never answers;
