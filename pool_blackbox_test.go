@@ -7,6 +7,7 @@ package nsq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -393,4 +394,62 @@ func TestPoolByKeyMixedOrder(t *testing.T) {
 			t.Fatalf("stored out of order: position %d holds %s (around it: %v)", i, b, got[max(0, i-4):min(n, i+4)])
 		}
 	}
+}
+
+// TestPoolBadInputMidStream: in an async stream over two nodes, input the
+// pool can check is refused at the call, and a body over nsqd's
+// --max-msg-size (which the pool cannot know) fails alone with nsqd's
+// refusal, not retried on the other node; every other publish has a true
+// outcome, none is stored twice, none ends never sent.
+func TestPoolBadInputMidStream(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 2, "--max-msg-size=64")
+	p := newTestPool(t, addrs, poolConfig(t, "max_body_size", 4096))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	const total = 2000
+	done := make(chan *ProducerTransaction, total)
+	l := newLedger()
+	refusedAtCall := 0
+	for i := range total {
+		body := fmt.Sprintf("b-%d", i)
+		switch i {
+		case 500:
+			assert.ErrorIs(t, p.PublishAsync("bad topic", []byte(body), done, body), ErrInvalidTopic)
+			refusedAtCall++
+		case 700:
+			assert.ErrorIs(t, p.PublishAsync("badinput", nil, done, body), ErrEmptyBody)
+			refusedAtCall++
+		case 900:
+			assert.ErrorIs(t, p.MultiPublishAsync("badinput", [][]byte{make([]byte, 5000)}, done, body), ErrTooLarge)
+			refusedAtCall++
+		case 1000:
+			// Over nsqd's limit: only nsqd can say so.
+			require.NoError(t, p.PublishAsync("badinput", []byte(body+string(make([]byte, 100))), done, "big"))
+		default:
+			require.NoError(t, p.PublishAsync("badinput", []byte(body), done, body))
+		}
+	}
+	var bigErr error
+	for range total - refusedAtCall {
+		tx := <-done
+		if tx.Args[0] == "big" {
+			bigErr = tx.Error
+			continue
+		}
+		l.record(t, tx.Error, tx.Args[0].(string))
+	}
+	require.NoError(t, p.Flush(context.Background()))
+	var perr ErrProtocol
+	if errors.As(bigErr, &perr) {
+		assert.Equal(t, "E_BAD_MESSAGE", perr.Code())
+	} else {
+		// nsqd's reset overtook its error frame: nobody can tell.
+		assert.ErrorIs(t, bigErr, ErrUnknownOutcome)
+	}
+	assert.NotErrorIs(t, bigErr, ErrNeverSent)
+	s := p.Stats()
+	assert.Zero(t, s.Rerouted, "nothing moved: every node was up")
+	assert.Equal(t, uint64(refusedAtCall), s.Refused)
+	l.check(t, "badinput", nodes...)
+	assert.Zero(t, l.count()["never"])
 }
