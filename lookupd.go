@@ -38,8 +38,9 @@ type poolLookupd struct {
 // listed, keyed by broadcast_address:tcp_port. A node missing from two
 // answers in a row is drained and removed (nodes given to NewProducerPool
 // are never removed); while no nsqlookupd answers, the pool keeps its
-// nodes; a node is avoided for a topic it has tombstoned while another node
-// can take it. The nsqlookupd are asked independently: one that does not
+// nodes; a node takes no publish of a topic it has tombstoned while a node
+// that has not is up (publishes wait for that node's room rather than
+// overflow to it). The nsqlookupd are asked independently: one that does not
 // answer (until Config.LookupdPollTimeout) delays neither the others'
 // answers nor the next polls of the others. Until the first poll has
 // finished, publishes wait for it, for at most Config.DialTimeout plus

@@ -946,8 +946,9 @@ func hashKey(key string) uint64 {
 }
 
 // pickLocked returns the node to hand t to, or nil if none has room: the
-// up node holding the fewest messages, preferring one that has not
-// tombstoned t's topic and that t has not just failed on.
+// up node holding the fewest messages, preferring one that t has not just
+// failed on, and never one that tombstoned t's topic while a node that did
+// not is up.
 func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 	k := len(p.nodes)
 	if k == 1 {
@@ -958,21 +959,32 @@ func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 	}
 	var best *poolNode
 	bestScore := 0
+	bestTomb, otherUp := false, false
 	for i := range k {
 		n := p.nodes[(p.rr+i)%k]
-		if n.state != nodeUp || !n.hasRoom(p, t) {
+		if n.state != nodeUp {
+			continue
+		}
+		tomb := len(n.tombstoned) > 0 && n.tombstoned[t.topic]
+		otherUp = otherUp || !tomb
+		if !n.hasRoom(p, t) {
 			continue
 		}
 		score := n.held
-		if len(n.tombstoned) > 0 && n.tombstoned[t.topic] {
-			score += 1 << 40
+		if tomb {
+			score += 1 << 41 // above the next: a node up without the tombstone wins
 		}
 		if n == t.last {
-			score += 1 << 41
+			score += 1 << 40
 		}
 		if best == nil || score < bestScore {
-			best, bestScore = n, score
+			best, bestScore, bestTomb = n, score, tomb
 		}
+	}
+	if bestTomb && otherUp {
+		// A node that did not tombstone the topic is up: wait for its
+		// room rather than publish where the topic is being drained.
+		return nil
 	}
 	if best != nil {
 		p.rr++

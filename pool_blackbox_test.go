@@ -453,3 +453,35 @@ func TestPoolBadInputMidStream(t *testing.T) {
 	l.check(t, "badinput", nodes...)
 	assert.Zero(t, l.count()["never"])
 }
+
+// TestPoolTombstoneAsyncStream: a node that tombstoned a topic takes none
+// of a fast async stream to it while another node is up, also when the
+// other node's window is full: the pool waits for room rather than
+// publishing where consumers of the topic are being drained away.
+func TestPoolTombstoneAsyncStream(t *testing.T) {
+	parallel(t)
+	_, addrs := startNodes(t, 2)
+	a, b := addrs[0], addrs[1]
+	_, lookupdAddr := startFakeLookupd(t, func() (int, string) {
+		return 200, fmt.Sprintf(`{"producers":[%s,%s]}`,
+			lookupdNodeJSON(a, map[string]bool{"tombs": true}), lookupdNodeJSON(b, nil))
+	})
+	p := newTestPool(t, nil, poolConfig(t))
+	require.NoError(t, p.ConnectToNSQLookupd(lookupdAddr))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	const total = 20000
+	done := make(chan *ProducerTransaction, total)
+	for i := range total {
+		require.NoError(t, p.PublishAsync("tombs", []byte(fmt.Sprint(i)), done))
+	}
+	for range total {
+		require.NoError(t, (<-done).Error)
+	}
+	for _, n := range p.Stats().Nodes {
+		if n.Addr == a {
+			assert.Zero(t, n.Published, "the node that tombstoned the topic took publishes")
+		} else {
+			assert.Equal(t, uint64(total), n.Published)
+		}
+	}
+}
