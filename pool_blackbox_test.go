@@ -485,3 +485,64 @@ func TestPoolTombstoneAsyncStream(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolMixedCallers: sync, sync-with-a-short-context, async and keyed
+// callers at once over three nodes: every publish completes exactly once
+// with a true outcome (every ok stored once, nothing never-sent stored),
+// and Stop leaves nothing pending.
+func TestPoolMixedCallers(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 3)
+	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	l := newLedger()
+	done := make(chan *ProducerTransaction, 4096)
+	var results sync.WaitGroup
+	results.Go(func() {
+		for tx := range done {
+			l.record(t, tx.Error, tx.Args[0].(string))
+		}
+	})
+	const goroutines, each = 8, 300
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			key := fmt.Sprint("g", g)
+			for i := range each {
+				body := fmt.Sprintf("%s-%04d", key, i)
+				switch i % 5 {
+				case 0:
+					l.record(t, p.PublishByKey(key, "mixedcallers", []byte(body)), body)
+				case 1:
+					require.NoError(t, p.PublishAsyncByKey(key, "mixedcallers", []byte(body), done, body))
+				case 2:
+					l.record(t, p.Publish("mixedcallers", []byte(body)), body)
+				case 3:
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%7)*50*time.Microsecond)
+					err := p.PublishContext(ctx, "mixedcallers", []byte(body))
+					cancel()
+					if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("PublishContext: %v", err)
+					}
+					if err != nil && !errors.Is(err, ErrNeverSent) && !errors.Is(err, ErrUnknownOutcome) {
+						// ctx ended before the call: not accepted, as
+						// with a Producer (nothing is sent).
+						err = neverSentf(err)
+					}
+					l.record(t, err, body)
+				case 4:
+					require.NoError(t, p.PublishAsync("mixedcallers", []byte(body), done, body))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, p.Flush(context.Background()))
+	within(t, 10*time.Second, "Stop", p.Stop)
+	close(done)
+	results.Wait()
+	count := l.count()
+	assert.Equal(t, goroutines*each, count["ok"]+count["never"]+count["unknown"])
+	assert.Zero(t, p.Stats().Pending)
+	l.check(t, "mixedcallers", nodes...)
+}
