@@ -547,3 +547,46 @@ func TestPoolMixedCallers(t *testing.T) {
 	assert.Zero(t, p.Stats().Pending)
 	l.check(t, "mixedcallers", nodes...)
 }
+
+// TestPoolStopPausedNode: Stop with a node that stopped answering
+// (SIGSTOP) while it holds async publishes returns within its documented
+// bound (stop_timeout for the pool, then stop_timeout for the node's
+// Producer), and what the paused node held ends unknown, never ok, while
+// everything the other node took is ok.
+func TestPoolStopPausedNode(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 2)
+	const stopTimeout = 300 * time.Millisecond
+	p := newTestPool(t, addrs, poolConfig(t, "stop_timeout", stopTimeout))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	require.NoError(t, nodes[0].Pause())
+	t.Cleanup(func() { nodes[0].Resume() })
+	const total = 3000
+	done := make(chan *ProducerTransaction, total)
+	l := newLedger()
+	for i := range total {
+		body := fmt.Sprint("s-", i)
+		require.NoError(t, p.PublishAsync("stoppaused", []byte(body), done, body))
+	}
+	waitPool(t, p, 5*time.Second, "the paused node holding publishes", func(s ProducerPoolStats) bool {
+		for _, n := range s.Nodes {
+			if n.Addr == addrs[0] && n.Pending > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	within(t, 2*stopTimeout+3*time.Second, "Stop", p.Stop)
+	t.Logf("Stop took %s", time.Since(start))
+	for range total {
+		tx := <-done
+		l.record(t, tx.Error, tx.Args[0].(string))
+	}
+	require.NoError(t, nodes[0].Resume())
+	count := l.count()
+	t.Logf("outcomes %v", count)
+	assert.Positive(t, count["unknown"], "what the paused node held")
+	assert.Equal(t, total, count["ok"]+count["unknown"]+count["never"])
+	l.check(t, "stoppaused", nodes...)
+}
