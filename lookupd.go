@@ -164,7 +164,7 @@ func (p *ProducerPool) pollLookupd(ctx context.Context) {
 			return
 		case <-timer.C:
 			if open {
-				p.endRound(&r)
+				p.endRound(&r, false)
 			}
 			r, open = lookupdRound{found: map[string]map[string]bool{}}, true
 			ask()
@@ -186,7 +186,7 @@ func (p *ProducerPool) pollLookupd(ctx context.Context) {
 			}
 			p.addAnswer(ctx, &r, a)
 			if len(inflight) == 0 {
-				p.endRound(&r)
+				p.endRound(&r, true)
 				open = false
 			}
 		case <-first.C:
@@ -268,9 +268,10 @@ func (p *ProducerPool) addAnswer(ctx context.Context, r *lookupdRound, a lookupd
 // endRound updates the pool from a round's answers: when at least one
 // nsqlookupd answered, every node listed is kept (with the topics it
 // tombstoned), and one missing from lookupdMissedPolls rounds in a row is
-// drained and removed. The first round's end lets the publishes waiting
-// for it go.
-func (p *ProducerPool) endRound(r *lookupdRound) {
+// drained and removed. The end of the first round that had an answer, or
+// in which every nsqlookupd failed (complete: none is still being asked),
+// lets the publishes waiting for it go.
+func (p *ProducerPool) endRound(r *lookupdRound, complete bool) {
 	p.mu.Lock()
 	var out []*poolTx
 	if r.answered > 0 && !p.stopped {
@@ -288,7 +289,7 @@ func (p *ProducerPool) endRound(r *lookupdRound) {
 			}
 		}
 	}
-	if p.lookupd.firstPending {
+	if p.lookupd.firstPending && (r.answered > 0 || complete) {
 		p.lookupd.firstPending = false
 		if len(p.nodes) == 0 {
 			p.lastErr = errNoNodes
