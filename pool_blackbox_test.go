@@ -590,3 +590,36 @@ func TestPoolStopPausedNode(t *testing.T) {
 	assert.Equal(t, total, count["ok"]+count["unknown"]+count["never"])
 	l.check(t, "stoppaused", nodes...)
 }
+
+// TestPoolLargePublishes: publishes larger than a node's window (3 ×
+// max_batch_bytes) go through a pool as through a Producer: a 4 MiB MPUB
+// and a 900 KiB PUB, sync and async, beside a stream of small ones.
+func TestPoolLargePublishes(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 2)
+	p := newTestPool(t, addrs, poolConfig(t, "max_batch_bytes", 64<<10))
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	big := make([][]byte, 64)
+	for i := range big {
+		big[i] = make([]byte, 64<<10)
+		big[i][0] = byte('a' + i%26)
+	}
+	done := make(chan *ProducerTransaction, 2000)
+	for i := range 1000 {
+		require.NoError(t, p.PublishAsync("large", []byte(fmt.Sprint(i)), done))
+	}
+	require.NoError(t, p.MultiPublishAsync("large", big, done))
+	require.NoError(t, p.MultiPublish("large", big))
+	require.NoError(t, p.Publish("large", make([]byte, 900<<10)))
+	require.NoError(t, p.PublishAsync("large", make([]byte, 900<<10), done))
+	for range 1002 {
+		require.NoError(t, (<-done).Error)
+	}
+	require.NoError(t, p.Flush(context.Background()))
+	assert.Equal(t, uint64(1000+64+64+2), p.Stats().Published)
+	var stored int64
+	for _, n := range nodes {
+		stored += topicCount(t, n, "large")
+	}
+	assert.Equal(t, int64(1000+64+64+2), stored)
+}
