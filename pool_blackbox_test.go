@@ -6,11 +6,15 @@ package nsq
 // nsqlookupd gives, a tiny HTTP server).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -622,4 +626,59 @@ func TestPoolLargePublishes(t *testing.T) {
 		stored += topicCount(t, n, "large")
 	}
 	assert.Equal(t, int64(1000+64+64+2), stored)
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestPoolSlogLogger: a pool's SetLogger takes an SlogLogger as a
+// Producer's does, and its nodes' records carry their own producer id and
+// nsqd address as attributes, as a Producer's records do (not "nsqd=pool",
+// not bare text).
+func TestPoolSlogLogger(t *testing.T) {
+	var buf lockedBuffer
+	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	addr := closedAddr(t)
+	p, err := NewProducerPool([]string{addr}, poolConfig(t))
+	require.NoError(t, err)
+	p.SetLogger(NewSlogLogger(l), LogLevelInfo)
+	assert.ErrorIs(t, p.Publish("slog", []byte("x")), ErrNeverSent)
+	p.Stop()
+	requirePoolNoLeaks(t)
+	var node, pool []string
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if strings.Contains(line, "nsqd=pool") {
+			pool = append(pool, line)
+		} else {
+			node = append(node, line)
+		}
+	}
+	require.NotEmpty(t, pool, buf.String())
+	require.NotEmpty(t, node, buf.String())
+	assert.Regexp(t, `^level=INFO msg="\(`+regexp.QuoteMeta(addr)+`\) connecting to nsqd" producer=[0-9]+ nsqd=`+regexp.QuoteMeta(addr)+`$`, node[0])
+	for _, line := range node {
+		assert.Contains(t, line, " nsqd="+addr, "a node's record without its address")
+	}
 }
