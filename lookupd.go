@@ -123,7 +123,11 @@ func (p *ProducerPool) pollLookupd(ctx context.Context) {
 	// The pool's own transport: its keep-alive connections to nsqlookupd
 	// are closed when the loop exits, so that no goroutine of theirs
 	// outlives Stop.
-	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// (A program may have replaced http.DefaultTransport with a wrapper.)
+	transport := &http.Transport{Proxy: http.ProxyFromEnvironment}
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		transport = t.Clone()
+	}
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Timeout: p.config.LookupdPollTimeout, Transport: transport}
 	answers := make(chan lookupdAnswer)

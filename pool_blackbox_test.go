@@ -682,3 +682,26 @@ func TestPoolSlogLogger(t *testing.T) {
 		assert.Contains(t, line, " nsqd="+addr, "a node's record without its address")
 	}
 }
+
+// wrappedTransport is an http.RoundTripper that is not an *http.Transport,
+// as instrumentation libraries install in http.DefaultTransport.
+type wrappedTransport struct{ http.RoundTripper }
+
+// TestPoolLookupdWrappedDefaultTransport: a program that replaced
+// http.DefaultTransport with a wrapper can still use nsqlookupd with a
+// pool (the pool's polling must not assume the default's type).
+//
+// Sequential: it changes http.DefaultTransport.
+func TestPoolLookupdWrappedDefaultTransport(t *testing.T) {
+	_, addrs := startNodes(t, 1)
+	_, lookupdAddr := startFakeLookupd(t, func() (int, string) {
+		return 200, fmt.Sprintf(`{"producers":[%s]}`, lookupdNodeJSON(addrs[0], nil))
+	})
+	saved := http.DefaultTransport
+	http.DefaultTransport = wrappedTransport{saved}
+	defer func() { http.DefaultTransport = saved }()
+	p := newTestPool(t, nil, poolConfig(t))
+	require.NoError(t, p.ConnectToNSQLookupd(lookupdAddr))
+	require.NoError(t, p.Publish("wrapped", []byte("x")))
+	p.Stop()
+}
