@@ -120,16 +120,17 @@ func (l *poolLookupd) stop() {
 // comes, counts in the round it comes in).
 func (p *ProducerPool) pollLookupd(ctx context.Context) {
 	defer close(p.lookupd.done)
-	// The pool's own transport: its keep-alive connections to nsqlookupd
-	// are closed when the loop exits, so that no goroutine of theirs
-	// outlives Stop.
-	// (A program may have replaced http.DefaultTransport with a wrapper.)
-	transport := &http.Transport{Proxy: http.ProxyFromEnvironment}
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+	// The pool's own copy of the default transport: its keep-alive
+	// connections to nsqlookupd are closed when the loop exits, so that no
+	// goroutine of theirs outlives Stop. (A program that replaced
+	// http.DefaultTransport with a wrapper gets its wrapper, whose idle
+	// connections are closed, if it can, as the loop exits.)
+	transport := http.DefaultTransport
+	if t, ok := transport.(*http.Transport); ok {
 		transport = t.Clone()
 	}
-	defer transport.CloseIdleConnections()
 	client := &http.Client{Timeout: p.config.LookupdPollTimeout, Transport: transport}
+	defer client.CloseIdleConnections()
 	answers := make(chan lookupdAnswer)
 	inflight := map[string]bool{}
 	defer func() {

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -685,11 +686,20 @@ func TestPoolSlogLogger(t *testing.T) {
 
 // wrappedTransport is an http.RoundTripper that is not an *http.Transport,
 // as instrumentation libraries install in http.DefaultTransport.
-type wrappedTransport struct{ http.RoundTripper }
+type wrappedTransport struct {
+	http.RoundTripper
+	trips *atomic.Int64
+}
+
+func (w wrappedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	w.trips.Add(1)
+	return w.RoundTripper.RoundTrip(r)
+}
 
 // TestPoolLookupdWrappedDefaultTransport: a program that replaced
 // http.DefaultTransport with a wrapper can still use nsqlookupd with a
-// pool (the pool's polling must not assume the default's type).
+// pool (the pool's polling must not assume the default's type), through
+// its wrapper.
 //
 // Sequential: it changes http.DefaultTransport.
 func TestPoolLookupdWrappedDefaultTransport(t *testing.T) {
@@ -698,10 +708,12 @@ func TestPoolLookupdWrappedDefaultTransport(t *testing.T) {
 		return 200, fmt.Sprintf(`{"producers":[%s]}`, lookupdNodeJSON(addrs[0], nil))
 	})
 	saved := http.DefaultTransport
-	http.DefaultTransport = wrappedTransport{saved}
+	var trips atomic.Int64
+	http.DefaultTransport = wrappedTransport{saved, &trips}
 	defer func() { http.DefaultTransport = saved }()
 	p := newTestPool(t, nil, poolConfig(t))
 	require.NoError(t, p.ConnectToNSQLookupd(lookupdAddr))
 	require.NoError(t, p.Publish("wrapped", []byte("x")))
 	p.Stop()
+	assert.Positive(t, trips.Load(), "the program's transport was not used")
 }
