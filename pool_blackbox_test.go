@@ -717,3 +717,46 @@ func TestPoolLookupdWrappedDefaultTransport(t *testing.T) {
 	p.Stop()
 	assert.Positive(t, trips.Load(), "the program's transport was not used")
 }
+
+// TestPoolKillSyncCallers: SIGKILL one of three nodes (durable, so that
+// what it answered OK to survives) while 8 goroutines publish sync: no
+// publish ends never sent (what the dead node could not send moves), what
+// it held ends unknown or ok, every ok is stored once.
+func TestPoolKillSyncCallers(t *testing.T) {
+	parallel(t)
+	durable := nsqdtest.Start(t, "--mem-queue-size=0", "--sync-every=1")
+	others, addrs := startNodes(t, 2)
+	nodes := append([]*nsqdtest.Nsqd{durable}, others...)
+	addrs = append([]string{durable.TCPAddr()}, addrs...)
+	p := newTestPool(t, addrs, poolConfig(t))
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	l := newLedger()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf("ks-%d-%d", g, i)
+				l.record(t, p.Publish("killsync", []byte(body)), body)
+			}
+		})
+	}
+	l.waitResults(t, 300)
+	nodes[0].Kill()
+	l.mu.Lock()
+	sofar := l.results
+	l.mu.Unlock()
+	l.waitResults(t, sofar+1500)
+	close(stop)
+	wg.Wait()
+	nodes[0].Restart()
+	count := l.count()
+	assert.Zero(t, count["never"], "a publish ended never sent while two nodes were up")
+	assert.LessOrEqual(t, count["unknown"], 8, "more unknown than the 8 publishes in flight")
+	l.check(t, "killsync", nodes...)
+}
