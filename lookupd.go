@@ -37,7 +37,8 @@ type poolLookupd struct {
 // Config.LookupdPollJitter of it, at random), and publishes to every nsqd
 // listed, keyed by broadcast_address:tcp_port. A node missing from two
 // answers in a row is drained and removed (nodes given to NewProducerPool
-// are never removed); while no nsqlookupd answers, the pool keeps its
+// are never removed; when no node is left, or none that is not down,
+// publishes waiting for one fail with ErrNeverSent); while no nsqlookupd answers, the pool keeps its
 // nodes; a node takes no publish of a topic it has tombstoned while a node
 // that has not is up (publishes wait for that node's room rather than
 // overflow to it). The nsqlookupd are asked independently: one that does not
@@ -293,13 +294,19 @@ func (p *ProducerPool) endRound(r *lookupdRound, complete bool) {
 				n.removeLocked(p)
 			}
 		}
-	}
-	if p.lookupd.firstPending && (r.answered > 0 || complete) {
-		p.lookupd.firstPending = false
-		if len(p.nodes) == 0 {
+		// What waited for a node that left fails now when no node can
+		// take it (no node that is down would try again).
+		if !p.anyNodeLocked() {
 			p.lastErr = errNoNodes
 		}
 		out = p.failIfHopelessLocked()
+	}
+	if p.lookupd.firstPending && (r.answered > 0 || complete) {
+		p.lookupd.firstPending = false
+		if !p.anyNodeLocked() {
+			p.lastErr = errNoNodes
+		}
+		out = append(out, p.failIfHopelessLocked()...)
 	}
 	p.dispatchLocked(nil)
 	p.mu.Unlock()

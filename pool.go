@@ -789,7 +789,8 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	t.epoch = p.epoch
 	p.openLocked()
 	var out []*poolTx
-	if len(p.nodes) == 0 && !p.lookupd.firstPending {
+	if !p.lookupd.firstPending && !p.anyNodeLocked() {
+		// None, or every one leaving: nothing will connect.
 		out = append(out, p.finishLocked(t, neverSentf(errNoNodes)))
 		p.mu.Unlock()
 		p.deliver(out)
@@ -1110,6 +1111,16 @@ func (p *ProducerPool) queuedLocked() int {
 		n += node.keyQ.len()
 	}
 	return n
+}
+
+// anyNodeLocked reports whether the pool has a node that is not leaving.
+func (p *ProducerPool) anyNodeLocked() bool {
+	for _, n := range p.nodes {
+		if n.state != nodeRemoved {
+			return true
+		}
+	}
+	return false
 }
 
 // hopelessLocked reports whether no node can take a publish soon: none is

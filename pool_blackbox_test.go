@@ -760,3 +760,39 @@ func TestPoolKillSyncCallers(t *testing.T) {
 	assert.LessOrEqual(t, count["unknown"], 8, "more unknown than the 8 publishes in flight")
 	l.check(t, "killsync", nodes...)
 }
+
+// TestPoolAllNodesRemoved: when nsqlookupd stops listing the only node, a
+// publish made while that node is leaving (its Producer still waits for
+// what it holds) fails with ErrNeverSent once no node is left, never
+// hangs.
+func TestPoolAllNodesRemoved(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 1)
+	listed := func() (int, string) {
+		return 200, fmt.Sprintf(`{"producers":[%s]}`, lookupdNodeJSON(addrs[0], nil))
+	}
+	f, lookupdAddr := startFakeLookupd(t, listed)
+	cfg := poolConfig(t, "stop_timeout", time.Second, "read_timeout", 30*time.Second, "heartbeat_interval", 10*time.Second)
+	p := newTestPool(t, nil, cfg)
+	require.NoError(t, p.ConnectToNSQLookupd(lookupdAddr))
+	require.NoError(t, p.Publish("removed", []byte("x")))
+	// The node stops answering, holding an async publish: leaving, its
+	// Producer waits stop_timeout for the answer.
+	require.NoError(t, nodes[0].Pause())
+	t.Cleanup(func() { nodes[0].Resume() })
+	done := make(chan *ProducerTransaction, 2)
+	require.NoError(t, p.PublishAsync("removed", []byte("held"), done, "held"))
+	waitPool(t, p, 5*time.Second, "the node holding the publish", func(s ProducerPoolStats) bool {
+		return len(s.Nodes) == 1 && s.Nodes[0].Pending == 1
+	})
+	f.set(func() (int, string) { return 200, `{"producers":[]}` })
+	waitPool(t, p, 5*time.Second, "the node leaving", func(s ProducerPoolStats) bool {
+		return len(s.Nodes) == 1 && s.Nodes[0].State == "removed"
+	})
+	within(t, cfg.StopTimeout+cfg.DialTimeout+cfg.MaxReconnectBackoff+3*time.Second, "a publish while the last node leaves", func() {
+		err := p.Publish("removed", []byte("y"))
+		assert.ErrorIs(t, err, ErrNeverSent)
+	})
+	tx := <-done
+	assert.ErrorIs(t, tx.Error, ErrUnknownOutcome, "what the paused node held")
+}
