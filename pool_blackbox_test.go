@@ -261,6 +261,14 @@ func TestPoolLookupdSilent(t *testing.T) {
 	cfg := poolConfig(t, "lookupd_poll_timeout", 30*time.Second, "lookupd_poll_interval", 10*time.Second)
 	p := newTestPool(t, nil, cfg)
 	require.NoError(t, p.ConnectToNSQLookupd(blockingLookupd(t)))
+	// A context ends the wait for the first poll, as any wait for a node.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	within(t, 3*time.Second, "PublishContext with a silent nsqlookupd", func() {
+		err := p.PublishContext(ctx, "silent", []byte("x"))
+		assert.ErrorIs(t, err, ErrNeverSent)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	})
 	within(t, cfg.DialTimeout+cfg.MaxReconnectBackoff+3*time.Second, "Publish with a silent nsqlookupd", func() {
 		err := p.Publish("silent", []byte("x"))
 		assert.ErrorIs(t, err, ErrNeverSent)
