@@ -128,6 +128,7 @@ type ProducerPool struct {
 
 	cmu      sync.Mutex
 	couriers map[chan *ProducerTransaction]*poolCourier // guarded by cmu
+	backlogs sync.Map                                   // each courier's doneChan -> its backlog (*pendingLimit); written under cmu
 
 	stats poolStats
 
@@ -767,18 +768,8 @@ type poolTryContext struct{ context.Context }
 // can to the nodes.
 func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	p.start()
-	if _, try := ctx.(poolTryContext); try {
-		if !p.limit.tryAcquire(t.size) {
-			p.stats.refused.Add(1)
-			return ErrPendingFull
-		}
-	} else {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err := p.limit.acquire(ctx, t.size, p.stopChan); err != nil {
-			return err
-		}
+	if err := p.takeRoom(ctx, t); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	if p.stopped {
@@ -819,6 +810,56 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 		p.free = p.free[:k-1]
 	}
 	p.mu.Unlock()
+	return nil
+}
+
+// takeRoom takes room for t under the pool's pending limits, once there is
+// room in its doneChan's backlog (when results wait for that channel in a
+// courier), waiting for both unless ctx is a poolTryContext, as a
+// Producer's publishing calls do: a doneChan nobody reads holds back only
+// its own publishers.
+func (p *ProducerPool) takeRoom(ctx context.Context, t *poolTx) error {
+	_, try := ctx.(poolTryContext)
+	if !try && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	refused := func(err error) error {
+		if err == ErrPendingFull {
+			p.stats.refused.Add(1)
+		}
+		return err
+	}
+	for {
+		if b := p.backlog(t.doneChan); b != nil {
+			if err := b.waitFits(ctx, t.size, p.stopChan, !try); err != nil {
+				return refused(err)
+			}
+		}
+		if try {
+			if !p.limit.tryAcquire(t.size) {
+				return refused(ErrPendingFull)
+			}
+		} else if err := p.limit.acquire(ctx, t.size, p.stopChan); err != nil {
+			return err
+		}
+		// While it waited for room, results may have begun to wait for
+		// its doneChan.
+		if b := p.backlog(t.doneChan); b == nil || b.fits(t.size) {
+			return nil
+		}
+		p.limit.release(1, t.size)
+	}
+}
+
+// backlog returns the backlog of the results waiting for ch in a courier,
+// or nil.
+func (p *ProducerPool) backlog(ch chan *ProducerTransaction) *pendingLimit {
+	if ch == nil {
+		return nil
+	}
+	if b, ok := p.backlogs.Load(ch); ok {
+		return b.(*pendingLimit)
+	}
 	return nil
 }
 
@@ -1216,7 +1257,11 @@ func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
 			lastCh, lastC = ch, p.couriers[ch]
 		}
 		if lastC != nil {
+			// Its room moves from the pool's limit to the channel's
+			// backlog, as a Producer's does.
 			lastC.q = append(lastC.q, courierItem{tx, size})
+			lastC.backlog.take(1, size)
+			relCount, relBytes = relCount+1, relBytes+size
 			continue
 		}
 		select {
@@ -1228,8 +1273,12 @@ func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
 		if p.couriers == nil {
 			p.couriers = map[chan *ProducerTransaction]*poolCourier{}
 		}
-		lastC = &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{})}
+		lastC = &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{}), backlog: new(pendingLimit)}
+		lastC.backlog.init(int64(p.config.MaxPending), p.config.MaxPendingBytes)
+		lastC.backlog.take(1, size)
+		relCount, relBytes = relCount+1, relBytes+size
 		p.couriers[ch] = lastC
+		p.backlogs.Store(ch, lastC.backlog)
 		go p.carry(lastC)
 	}
 	if locked {
@@ -1241,11 +1290,14 @@ func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
 }
 
 // poolCourier delivers, in order, the results for one doneChan that was
-// full.
+// full. The room of the results it holds is in its backlog, not in the
+// pool's limit: publishers to its channel wait for the backlog, the
+// others do not (as with a Producer's couriers).
 type poolCourier struct {
-	ch     chan *ProducerTransaction
-	q      []courierItem // guarded by ProducerPool.cmu: queued by deliver, not yet taken by carry
-	exited chan struct{}
+	ch      chan *ProducerTransaction
+	q       []courierItem // guarded by ProducerPool.cmu: queued by deliver, not yet taken by carry
+	exited  chan struct{}
+	backlog *pendingLimit // Config.MaxPending, MaxPendingBytes of results held
 }
 
 type courierItem struct {
@@ -1261,6 +1313,7 @@ func (p *ProducerPool) carry(c *poolCourier) {
 		p.cmu.Lock()
 		if len(c.q) == 0 {
 			delete(p.couriers, c.ch)
+			p.backlogs.Delete(c.ch)
 			p.cmu.Unlock()
 			return
 		}
@@ -1277,7 +1330,7 @@ func (p *ProducerPool) carry(c *poolCourier) {
 			default:
 			}
 			if relCount > 0 {
-				p.limit.release(relCount, relBytes)
+				c.backlog.release(relCount, relBytes)
 				relCount, relBytes = 0, 0
 			}
 			select {
@@ -1288,17 +1341,18 @@ func (p *ProducerPool) carry(c *poolCourier) {
 				rest := append(batch[i:], c.q...)
 				c.q = nil
 				delete(p.couriers, c.ch)
+				p.backlogs.Delete(c.ch)
 				p.cmu.Unlock()
 				for _, it := range rest {
 					relCount, relBytes = relCount+1, relBytes+it.size
 				}
-				p.limit.release(relCount, relBytes)
+				c.backlog.release(relCount, relBytes)
 				p.log(LogLevelError, "%d results dropped after stop_timeout: doneChan not read", len(rest))
 				return
 			}
 		}
 		if relCount > 0 {
-			p.limit.release(relCount, relBytes)
+			c.backlog.release(relCount, relBytes)
 		}
 		clear(batch)
 	}

@@ -804,3 +804,35 @@ func TestPoolAllNodesRemoved(t *testing.T) {
 	tx := <-done
 	assert.ErrorIs(t, tx.Error, ErrUnknownOutcome, "what the paused node held")
 }
+
+// TestPoolSlowDoneChanFull: as with a Producer, a doneChan nobody reads
+// holds back only its own publishers once max_pending results wait for it:
+// publishes with another doneChan (or a sync one) still go.
+func TestPoolSlowDoneChanFull(t *testing.T) {
+	parallel(t)
+	_, addrs := startNodes(t, 2)
+	const maxPending = 100
+	cfg := poolConfig(t, "max_pending", maxPending, "stop_timeout", 300*time.Millisecond)
+	for name, pub := range map[string]Publisher{
+		"Producer":     newTestProducer(t, addrs[0], cfg),
+		"ProducerPool": newTestPool(t, addrs, cfg),
+	} {
+		slow := make(chan *ProducerTransaction) // never read
+		for i := range maxPending {
+			require.NoError(t, pub.PublishAsync("slowfull", []byte("x"), slow, i), name)
+		}
+		// Every result for slow is in; they wait for it.
+		require.NoError(t, pub.Flush(context.Background()), name)
+		assert.Equal(t, ErrPendingFull, pub.TryPublishAsync("slowfull", []byte("x"), slow), "%s: the slow channel's publishers wait", name)
+		fast := make(chan *ProducerTransaction, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := pub.PublishAsyncContext(ctx, "slowfull", []byte("y"), fast)
+		cancel()
+		if assert.NoError(t, err, "%s: another channel's publisher waited for the slow one", name) {
+			assert.NoError(t, (<-fast).Error, name)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+		assert.NoError(t, pub.PublishContext(ctx, "slowfull", []byte("z")), "%s: a sync publisher waited for the slow channel", name)
+		cancel()
+	}
+}

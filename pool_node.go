@@ -476,7 +476,7 @@ type ProducerPoolStats struct {
 	Published      uint64 // messages a node answered OK to
 	PublishedBytes uint64 // their body bytes
 
-	Pending      int64 // publishes accepted and not yet completed and delivered
+	Pending      int64 // publishes accepted and not yet completed and delivered (results waiting for an unread doneChan are not counted: they hold back only that channel's publishers)
 	PendingBytes int64 // their body bytes
 	Queued       int   // publishes waiting for a node
 
