@@ -836,3 +836,124 @@ func TestPoolSlowDoneChanFull(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestPoolProducerParity: the same calls through Publisher on a Producer
+// and on a pool over the same nsqd give the same outcomes: refusals at the
+// call (same sentinel errors), ok publishes, results with their Args, no
+// result for a nil doneChan, and after Stop, ErrStopped everywhere.
+func TestPoolProducerParity(t *testing.T) {
+	parallel(t)
+	_, addrs := startNodes(t, 1)
+	cfg := poolConfig(t, "max_msg_size", 100)
+	long := make([]byte, 101)
+	sentinels := []error{ErrInvalidTopic, ErrEmptyBody, ErrTooLarge, ErrInvalidDelay, ErrPendingFull, ErrStopped, ErrNeverSent, ErrUnknownOutcome}
+	class := func(err error) string {
+		if err == nil {
+			return "nil"
+		}
+		var out []string
+		for _, s := range sentinels {
+			if errors.Is(err, s) {
+				out = append(out, s.Error())
+			}
+		}
+		if len(out) == 0 {
+			return "other: " + err.Error()
+		}
+		return strings.Join(out, " & ")
+	}
+	ctx := context.Background()
+	calls := []struct {
+		name string
+		call func(pub Publisher, done chan *ProducerTransaction) error
+	}{
+		{"Publish", func(pub Publisher, _ chan *ProducerTransaction) error { return pub.Publish("parity", []byte("x")) }},
+		{"Publish ephemeral", func(pub Publisher, _ chan *ProducerTransaction) error {
+			return pub.Publish("parity#ephemeral", []byte("x"))
+		}},
+		{"Publish bad topic", func(pub Publisher, _ chan *ProducerTransaction) error { return pub.Publish("a/b", []byte("x")) }},
+		{"Publish long topic", func(pub Publisher, _ chan *ProducerTransaction) error {
+			return pub.Publish(strings.Repeat("t", 65), []byte("x"))
+		}},
+		{"Publish empty", func(pub Publisher, _ chan *ProducerTransaction) error { return pub.Publish("parity", []byte{}) }},
+		{"Publish too large", func(pub Publisher, _ chan *ProducerTransaction) error { return pub.Publish("parity", long) }},
+		{"MultiPublish none", func(pub Publisher, _ chan *ProducerTransaction) error { return pub.MultiPublish("parity", [][]byte{}) }},
+		{"MultiPublish one empty", func(pub Publisher, _ chan *ProducerTransaction) error {
+			return pub.MultiPublish("parity", [][]byte{[]byte("a"), nil})
+		}},
+		{"MultiPublish one too large", func(pub Publisher, _ chan *ProducerTransaction) error {
+			return pub.MultiPublish("parity", [][]byte{[]byte("a"), long})
+		}},
+		{"DeferredPublish negative", func(pub Publisher, _ chan *ProducerTransaction) error {
+			return pub.DeferredPublish("parity", -time.Millisecond, []byte("x"))
+		}},
+		{"DeferredPublish over max", func(pub Publisher, _ chan *ProducerTransaction) error {
+			return pub.DeferredPublish("parity", time.Hour*24*365, []byte("x"))
+		}},
+		{"PublishAsync bad topic", func(pub Publisher, done chan *ProducerTransaction) error {
+			return pub.PublishAsync("", []byte("x"), done)
+		}},
+		{"MultiPublishAsync empty", func(pub Publisher, done chan *ProducerTransaction) error {
+			return pub.MultiPublishAsync("parity", nil, done)
+		}},
+		{"DeferredPublishAsyncContext negative", func(pub Publisher, done chan *ProducerTransaction) error {
+			return pub.DeferredPublishAsyncContext(ctx, "parity", -1, []byte("x"), done)
+		}},
+		{"PublishAsyncContext done ctx", func(pub Publisher, done chan *ProducerTransaction) error {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			return pub.PublishAsyncContext(c, "parity", []byte("x"), done)
+		}},
+		{"PublishContext done ctx", func(pub Publisher, _ chan *ProducerTransaction) error {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			err := pub.PublishContext(c, "parity", []byte("x"))
+			if !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("not context.Canceled: %w", err)
+			}
+			return nil
+		}},
+		{"PublishAsync ok", func(pub Publisher, done chan *ProducerTransaction) error {
+			if err := pub.PublishAsync("parity", []byte("x"), done, 1, "two"); err != nil {
+				return err
+			}
+			tx := <-done
+			if !assert.Equal(t, []any{1, "two"}, tx.Args) {
+				return errors.New("args")
+			}
+			return tx.Error
+		}},
+		{"PublishAsync nil doneChan", func(pub Publisher, _ chan *ProducerTransaction) error {
+			if err := pub.PublishAsync("parity", []byte("x"), nil); err != nil {
+				return err
+			}
+			return pub.Flush(ctx)
+		}},
+	}
+	got := map[string][]string{}
+	for _, kind := range []string{"Producer", "ProducerPool"} {
+		var pub Publisher
+		if kind == "Producer" {
+			pub = newTestProducer(t, addrs[0], cfg)
+		} else {
+			pub = newTestPool(t, addrs, cfg)
+		}
+		done := make(chan *ProducerTransaction, 4)
+		for _, c := range calls {
+			got[kind] = append(got[kind], c.name+": "+class(c.call(pub, done)))
+		}
+		pub.Stop()
+		pub.Stop()
+		for _, c := range calls {
+			got[kind] = append(got[kind], "after Stop, "+c.name+": "+class(c.call(pub, done)))
+		}
+		got[kind] = append(got[kind], "after Stop, Flush: "+class(pub.Flush(ctx)))
+		select {
+		case tx := <-done:
+			t.Errorf("%s: an extra result %+v", kind, tx)
+		default:
+		}
+	}
+	assert.Equal(t, got["Producer"], got["ProducerPool"])
+	t.Logf("%s", strings.Join(got["ProducerPool"], "\n"))
+}
