@@ -132,6 +132,12 @@ func (p *ProducerPool) pollLookupd(ctx context.Context) {
 	}
 	client := &http.Client{Timeout: p.config.LookupdPollTimeout, Transport: transport}
 	defer client.CloseIdleConnections()
+	// As go-nsq's Consumer does: auth_secret as a bearer token, unless
+	// skip_lookupd_authorization is false.
+	bearer := ""
+	if p.config.AuthSecret != "" && p.config.LookupdAuthorization {
+		bearer = "Bearer " + p.config.AuthSecret
+	}
 	answers := make(chan lookupdAnswer)
 	inflight := map[string]bool{}
 	defer func() {
@@ -150,7 +156,7 @@ func (p *ProducerPool) pollLookupd(ctx context.Context) {
 			}
 			inflight[a] = true
 			go func() {
-				nodes, err := queryLookupd(ctx, client, a)
+				nodes, err := queryLookupd(ctx, client, a, bearer)
 				answers <- lookupdAnswer{a, nodes, err}
 			}()
 		}
@@ -335,13 +341,17 @@ func (p *ProducerPool) firstPollLate() {
 // nsqlookupd has not answered its first poll in time.
 var errLookupdLate = errors.New("nsq: no nsqlookupd answered the ProducerPool's first poll in time (dial_timeout + max_reconnect_backoff)")
 
-// queryLookupd does one GET /nodes.
-func queryLookupd(ctx context.Context, client *http.Client, endpoint string) ([]lookupdNode, error) {
+// queryLookupd does one GET /nodes, with an Authorization header when
+// bearer is set.
+func queryLookupd(ctx context.Context, client *http.Client, endpoint, bearer string) ([]lookupdNode, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
+	if bearer != "" {
+		req.Header.Set("Authorization", bearer)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -956,4 +957,38 @@ func TestPoolProducerParity(t *testing.T) {
 	}
 	assert.Equal(t, got["Producer"], got["ProducerPool"])
 	t.Logf("%s", strings.Join(got["ProducerPool"], "\n"))
+}
+
+// TestPoolLookupdAuthorization: as go-nsq's Consumer, a pool polling
+// nsqlookupd sends auth_secret as a bearer token, unless
+// skip_lookupd_authorization is false (the option's name is go-nsq's).
+func TestPoolLookupdAuthorization(t *testing.T) {
+	parallel(t)
+	headers := make(chan string, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		headers <- r.Header.Get("Authorization")
+		io.WriteString(w, `{"producers":[]}`)
+	}))
+	t.Cleanup(srv.Close)
+	for _, c := range []struct {
+		cfg  *Config
+		want string
+	}{
+		{poolConfig(t), ""},
+		{poolConfig(t, "auth_secret", "s3cret"), "Bearer s3cret"},
+		{poolConfig(t, "auth_secret", "s3cret", "skip_lookupd_authorization", false), ""},
+	} {
+		p := newTestPool(t, nil, c.cfg)
+		require.NoError(t, p.ConnectToNSQLookupd(srv.URL))
+		select {
+		case got := <-headers:
+			assert.Equal(t, c.want, got)
+		case <-time.After(5 * time.Second):
+			t.Fatal("nsqlookupd not polled")
+		}
+		p.Stop()
+		for len(headers) > 0 {
+			assert.Equal(t, c.want, <-headers)
+		}
+	}
 }
