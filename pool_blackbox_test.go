@@ -992,3 +992,57 @@ func TestPoolLookupdAuthorization(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolConcurrentLifecycle: ConnectToNSQLookupd, publishes, Flush,
+// Stats and Stop called at once from many goroutines: every call returns
+// (nil, ErrStopped, ErrNeverSent or an ok publish), Stop returns, and
+// (checked by VerifyTestMain) no goroutine is left.
+func TestPoolConcurrentLifecycle(t *testing.T) {
+	parallel(t)
+	_, addrs := startNodes(t, 1)
+	_, lookupdAddr := startFakeLookupd(t, func() (int, string) {
+		return 200, fmt.Sprintf(`{"producers":[%s]}`, lookupdNodeJSON(addrs[0], nil))
+	})
+	for round := range 10 {
+		p, err := NewProducerPool(nil, poolConfig(t, "stop_timeout", time.Second))
+		require.NoError(t, err)
+		p.SetLogger(nil, LogLevelError)
+		var wg sync.WaitGroup
+		done := make(chan *ProducerTransaction, 100)
+		for g := range 6 {
+			wg.Go(func() {
+				for i := range 10 {
+					var err error
+					switch (g + i + round) % 6 {
+					case 0:
+						err = p.ConnectToNSQLookupd(lookupdAddr)
+					case 1:
+						err = p.Publish("lifecycle", []byte("x"))
+					case 2:
+						err = p.PublishAsync("lifecycle", []byte("x"), done)
+					case 3:
+						err = p.Flush(context.Background())
+					case 4:
+						_ = p.Stats()
+					case 5:
+						if i == 5 {
+							p.Stop()
+						}
+					}
+					if err != nil && err != ErrStopped && !errors.Is(err, ErrNeverSent) {
+						t.Errorf("round %d: %v", round, err)
+					}
+				}
+			})
+		}
+		within(t, 10*time.Second, "the calls", wg.Wait)
+		within(t, 5*time.Second, "Stop", p.Stop)
+		assert.Zero(t, p.Stats().Pending)
+		for len(done) > 0 {
+			tx := <-done
+			if tx.Error != nil && !errors.Is(tx.Error, ErrNeverSent) {
+				t.Errorf("round %d: async %v", round, tx.Error)
+			}
+		}
+	}
+}
