@@ -1046,3 +1046,60 @@ func TestPoolConcurrentLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolByKeyMovesOnlyItsKeys: PublishByKey's documented placement.
+// When a key's node dies only its keys move (each to one node); every
+// other key stays where it was; when the node returns it takes back
+// exactly its own keys.
+func TestPoolByKeyMovesOnlyItsKeys(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 3)
+	p := newTestPool(t, addrs, poolConfig(t))
+	logs := &testLogger{t: t}
+	lines := logs.watch(1000)
+	p.SetLogger(logs, LogLevelInfo)
+	waitPool(t, p, 5*time.Second, "three nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	const keys = 24
+	// placement publishes every key once to a topic of its own for this
+	// phase, and returns the node that stored each.
+	placement := func(phase string, alive ...int) map[int]int {
+		t.Helper()
+		for k := range keys {
+			require.NoError(t, p.PublishByKey(fmt.Sprint("key", k), fmt.Sprintf("rk-%s-%d", phase, k), []byte("x")), "%s key %d", phase, k)
+		}
+		at := map[int]int{}
+		for _, ni := range alive {
+			for k := range keys {
+				st, err := nodes[ni].Stats(fmt.Sprintf("rk-%s-%d", phase, k))
+				require.NoError(t, err)
+				if st.MessageCount > 0 {
+					_, dup := at[k]
+					require.False(t, dup, "%s: key %d on two nodes", phase, k)
+					at[k] = ni
+				}
+			}
+		}
+		require.Len(t, at, keys, phase)
+		return at
+	}
+	before := placement("a", 0, 1, 2)
+	victim := before[0]
+	var others []int
+	for ni := range nodes {
+		if ni != victim {
+			others = append(others, ni)
+		}
+	}
+	nodes[victim].Kill()
+	waitLine(t, lines, "("+addrs[victim]+") connection lost", 5*time.Second)
+	during := placement("b", others...)
+	for k := range keys {
+		if before[k] != victim {
+			assert.Equal(t, before[k], during[k], "key %d moved though its node stayed up", k)
+		}
+	}
+	nodes[victim].Restart()
+	waitPool(t, p, 10*time.Second, "the node back up", func(s ProducerPoolStats) bool { return upNodes(s) == 3 })
+	after := placement("c", 0, 1, 2)
+	assert.Equal(t, before, after, "the returning node did not take back exactly its keys")
+}
