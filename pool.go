@@ -670,15 +670,16 @@ func putAsyncTx(t *poolTx) {
 }
 
 // PublishByKey is Publish to the node chosen for key: of the nodes that are
-// up, the one whose rendezvous hash with key is highest, leaving out those
-// nsqlookupd says tombstoned topic while another is up. While no node
-// joins, leaves, goes down or comes up (and no tombstone of topic comes or
-// goes), every publish with one key goes to one node, so its publishes (and PublishAsyncByKey's) are stored in the
-// order they are made and complete in that order. When the key's node stops
-// taking publishes, the key moves to its next node (a node that comes up or
-// joins takes back only its own keys); a publish that never reached its
-// node moves too. Publishes made around such a move may be stored out of
-// order, never twice.
+// up (and, while one that has not is up, have not tombstoned topic in
+// nsqlookupd), the one whose rendezvous hash with key is highest. While no
+// node joins, leaves, goes down or comes up, and no tombstone of topic
+// comes or goes, every publish with one key goes to one node, so its
+// publishes (and PublishAsyncByKey's, sync and async alike) are stored in
+// the order they are made and complete in that order. When the key's node
+// stops taking publishes, the key moves to its next node (a node that
+// comes up or joins takes back only its own keys); a publish that never
+// reached its node moves too. Publishes made around such a move may be
+// stored out of order, never twice.
 func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
 	t, err := p.newTx(getPoolSyncTx(), poolPUB, topic, 0, body, nil)
 	if err != nil {
