@@ -1103,3 +1103,52 @@ func TestPoolByKeyMovesOnlyItsKeys(t *testing.T) {
 	after := placement("c", 0, 1, 2)
 	assert.Equal(t, before, after, "the returning node did not take back exactly its keys")
 }
+
+// TestPoolNeverSentMovesEveryKind: MPUB and DPUB (sync and async) that
+// never reached a node (its connection gone, reconnecting refused) move to
+// the other node and are stored there once, as a PUB does.
+func TestPoolNeverSentMovesEveryKind(t *testing.T) {
+	parallel(t)
+	nodes, addrs := startNodes(t, 1)
+	nopRead := make(chan struct{})
+	fake := fakeNode(t, func(c *fakensqd.Conn) { close(nopRead) })
+	p := newTestPool(t, []string{fake.Addr(), addrs[0]}, poolConfig(t))
+	logs := &testLogger{t: t}
+	lines := logs.watch(100)
+	p.SetLogger(logs, LogLevelInfo)
+	waitPool(t, p, 5*time.Second, "both nodes up", func(s ProducerPoolStats) bool { return upNodes(s) == 2 })
+	recvWithin(t, (<-chan struct{})(nopRead), "the fake reading the pool's NOP")
+	fake.Close()
+	waitLine(t, lines, "("+fake.Addr()+") connection lost", 5*time.Second)
+	// The fake's node is still up in the pool's eyes: the least loaded
+	// (both hold nothing) takes the next publishes, so some go to it, fail
+	// never sent, and move.
+	done := make(chan *ProducerTransaction, 8)
+	require.NoError(t, p.MultiPublish("moves", [][]byte{[]byte("m1"), []byte("m2")}))
+	require.NoError(t, p.DeferredPublish("moves", 0, []byte("d1")))
+	require.NoError(t, p.MultiPublishAsync("moves", [][]byte{[]byte("m3"), []byte("m4")}, done))
+	require.NoError(t, p.DeferredPublishAsync("moves", 0, []byte("d2"), done))
+	for range 2 {
+		require.NoError(t, (<-done).Error)
+	}
+	assert.ElementsMatch(t, []string{"m1", "m2", "d1", "m3", "m4", "d2"}, consumeAll(t, "moves", nodes[0]))
+	s := p.Stats()
+	assert.Equal(t, uint64(6), s.Published)
+	assert.Zero(t, s.NeverSent)
+	assert.Zero(t, s.UnknownOutcome)
+}
+
+// TestPoolStopDuringBackoff: Stop does not wait for a down node's
+// reconnect backoff (nothing waits for that node): with a 5s backoff and
+// stop_timeout, Stop returns at once.
+func TestPoolStopDuringBackoff(t *testing.T) {
+	parallel(t)
+	_, addrs := startNodes(t, 1)
+	down := closedAddr(t)
+	p := newTestPool(t, []string{down, addrs[0]}, poolConfig(t, "reconnect_backoff", 5*time.Second, "max_reconnect_backoff", 5*time.Second))
+	require.NoError(t, p.Publish("backoff", []byte("x")))
+	waitPool(t, p, 5*time.Second, "one node down, one up", func(s ProducerPoolStats) bool {
+		return upNodes(s) == 1 && len(s.Nodes) == 2
+	})
+	within(t, 2*time.Second, "Stop", p.Stop)
+}

@@ -406,6 +406,10 @@ func (p *ProducerPool) runNode(n *poolNode) {
 	defer close(n.exited)
 	probeDone := make(chan error, 1)
 	probing := false
+	// A probe waiting out its Producer's backoff is withdrawn when the node
+	// leaves: the pool's Stop does not wait for it.
+	probeCtx, cancelProbe := context.WithCancel(context.Background())
+	defer cancelProbe()
 	for {
 		p.mu.Lock()
 		st := n.state
@@ -417,7 +421,7 @@ func (p *ProducerPool) runNode(n *poolNode) {
 			// Ping connects; a Producer that failed to connect waits out
 			// its backoff first, so this never hammers a dead node.
 			probing = true
-			go func() { probeDone <- n.producer.Ping() }()
+			go func() { probeDone <- n.pingContext(probeCtx) }()
 		}
 		select {
 		case err := <-probeDone:
@@ -428,6 +432,7 @@ func (p *ProducerPool) runNode(n *poolNode) {
 	}
 	// Its box went back to the pool's queue when it was removed: its
 	// Producer has what it took, and answers it as it stops.
+	cancelProbe()
 	n.producer.Stop()
 	if probing {
 		<-probeDone
@@ -444,6 +449,14 @@ func (p *ProducerPool) runNode(n *poolNode) {
 	}
 	p.mu.Unlock()
 	p.log(LogLevelInfo, "nsqd %s has left the pool", n.addr)
+}
+
+// pingContext is the node Producer's Ping, withdrawn when ctx ends.
+func (n *poolNode) pingContext(ctx context.Context) error {
+	tx := getSyncTx()
+	tx.kind = kindNOP
+	tx.ctx = ctx
+	return n.producer.do(ctx, tx)
 }
 
 // onProbe records whether the node connected.
