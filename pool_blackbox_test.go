@@ -1152,3 +1152,36 @@ func TestPoolStopDuringBackoff(t *testing.T) {
 	})
 	within(t, 2*time.Second, "Stop", p.Stop)
 }
+
+// TestPoolLoggerLevels: SetLogger, SetLoggerLevel and SetLoggerForLevel on
+// a pool govern its nodes' lines as a Producer's do: the level filters
+// the nodes' lines too, and a level's own logger gets that level's lines
+// (the nodes' included).
+func TestPoolLoggerLevels(t *testing.T) {
+	parallel(t)
+	down := closedAddr(t)
+	p, err := NewProducerPool([]string{down}, poolConfig(t))
+	require.NoError(t, err)
+	defer p.Stop()
+	all := &testLogger{t: t}
+	allLines := all.watch(1000)
+	errs := &testLogger{t: t}
+	errLines := errs.watch(1000)
+	p.SetLogger(all, LogLevelWarning)
+	p.SetLoggerForLevel(errs, LogLevelError)
+	assert.ErrorIs(t, p.Publish("levels", []byte("x")), ErrNeverSent)
+	// The node's "error connecting" (ERR) goes to errs; the pool's "is
+	// down" (WRN) to all; the node's "connecting to nsqd" (INF) nowhere.
+	waitLine(t, errLines, "("+down+") error connecting to nsqd", 5*time.Second)
+	waitLine(t, allLines, "nsqd "+down+" is down", 5*time.Second)
+	for len(allLines) > 0 {
+		line := <-allLines
+		assert.False(t, strings.HasPrefix(line, "INF") || strings.HasPrefix(line, "DBG"), "below the level: %s", line)
+	}
+	p.SetLoggerLevel(LogLevelInfo)
+	waitLine(t, allLines, "("+down+") connecting to nsqd", 5*time.Second) // the next attempt, now at Info
+	for len(allLines) > 0 {
+		line := <-allLines
+		assert.NotContains(t, line, "ERR", "an ERR line went to the Warning logger")
+	}
+}
