@@ -257,8 +257,9 @@ type Config struct {
 	// AuthSecret is sent to nsqd with AUTH when nsqd requires
 	// authentication. Default "".
 	AuthSecret string `opt:"auth_secret"`
-	// LookupdAuthorization makes a consumer send AuthSecret as a bearer
-	// token to nsqlookupd. A Producer does not use it. Option name
+	// LookupdAuthorization makes a consumer, or a ProducerPool polling
+	// nsqlookupd, send AuthSecret as a bearer token to nsqlookupd. A
+	// Producer does not use it. Option name
 	// "skip_lookupd_authorization" (as in go-nsq). Default true.
 	LookupdAuthorization bool `opt:"skip_lookupd_authorization" default:"true"`
 

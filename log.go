@@ -154,6 +154,13 @@ func (s *logSink) log(lvl LogLevel, format string, args ...any) {
 	if l == nil {
 		return
 	}
+	if f, ok := l.(poolLogForward); ok {
+		// A pool's node: its lines go to the pool's logger, as its own
+		// when that is an SlogLogger (with this producer's attributes).
+		if l = f.p.logs.enabled(f.lvl); l == nil {
+			return
+		}
+	}
 	if sl, ok := l.(*SlogLogger); ok {
 		sl.log(lvl, s.id, s.addr, fmt.Sprintf(format, args...))
 		return

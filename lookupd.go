@@ -37,10 +37,18 @@ type poolLookupd struct {
 // Config.LookupdPollJitter of it, at random), and publishes to every nsqd
 // listed, keyed by broadcast_address:tcp_port. A node missing from two
 // answers in a row is drained and removed (nodes given to NewProducerPool
-// are never removed); while no nsqlookupd answers, the pool keeps its
-// nodes; a node is avoided for a topic it has tombstoned while another node
-// can take it. Until the first poll has finished, publishes wait for it. An
-// address already added is ignored.
+// are never removed; when no node is left, or none that is not down,
+// publishes waiting for one fail with ErrNeverSent); while no nsqlookupd answers, the pool keeps its
+// nodes; a node takes no publish of a topic it has tombstoned while a node
+// that has not is up (publishes wait for that node's room rather than
+// overflow to it). The nsqlookupd are asked independently: one that does not
+// answer (until Config.LookupdPollTimeout) delays neither the others'
+// answers nor the next polls of the others. Until the first poll has
+// finished, publishes wait for it, for at most Config.DialTimeout plus
+// Config.MaxReconnectBackoff (the bound of a publish when every node is
+// down); with no node known by then they fail with ErrNeverSent. An address
+// already added is ignored. When the pool stops, the polling stops and its
+// connections to nsqlookupd are closed.
 func (p *ProducerPool) ConnectToNSQLookupd(addr string) error {
 	endpoint, err := lookupdEndpoint(addr)
 	if err != nil {
@@ -105,26 +113,111 @@ func (l *poolLookupd) stop() {
 	<-l.done
 }
 
-// pollLookupd is the poll loop: at once, then every interval with jitter.
+// pollLookupd is the poll loop. Every interval (with jitter) a round
+// starts: every nsqlookupd without a query in flight is asked at once, so
+// one that does not answer delays nobody else's nodes. A round ends when
+// every query in flight has answered, or when the next round is due (a
+// query still in flight then counts as no answer, and its answer, when it
+// comes, counts in the round it comes in).
 func (p *ProducerPool) pollLookupd(ctx context.Context) {
 	defer close(p.lookupd.done)
-	client := &http.Client{Timeout: p.config.LookupdPollTimeout}
+	// The pool's own copy of the default transport: its keep-alive
+	// connections to nsqlookupd are closed when the loop exits, so that no
+	// goroutine of theirs outlives Stop. (A program that replaced
+	// http.DefaultTransport with a wrapper gets its wrapper, whose idle
+	// connections are closed, if it can, as the loop exits.)
+	transport := http.DefaultTransport
+	if t, ok := transport.(*http.Transport); ok {
+		transport = t.Clone()
+	}
+	client := &http.Client{Timeout: p.config.LookupdPollTimeout, Transport: transport}
+	defer client.CloseIdleConnections()
+	// As go-nsq's Consumer does: auth_secret as a bearer token, unless
+	// skip_lookupd_authorization is false.
+	bearer := ""
+	if p.config.AuthSecret != "" && p.config.LookupdAuthorization {
+		bearer = "Bearer " + p.config.AuthSecret
+	}
+	answers := make(chan lookupdAnswer)
+	inflight := map[string]bool{}
+	defer func() {
+		// ctx is done: the queries in flight end at once.
+		for len(inflight) > 0 {
+			delete(inflight, (<-answers).addr)
+		}
+	}()
+	ask := func() {
+		p.mu.Lock()
+		addrs := append([]string(nil), p.lookupd.addrs...)
+		p.mu.Unlock()
+		for _, a := range addrs {
+			if inflight[a] {
+				continue
+			}
+			inflight[a] = true
+			go func() {
+				nodes, err := queryLookupd(ctx, client, a, bearer)
+				answers <- lookupdAnswer{a, nodes, err}
+			}()
+		}
+	}
+	// Publishes wait for the first round only as long as they would wait
+	// for a node that is down: an nsqlookupd that accepts the connection
+	// and does not answer must not hold them for lookupd_poll_timeout.
+	first := time.NewTimer(p.config.DialTimeout + p.config.MaxReconnectBackoff)
+	defer first.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var r lookupdRound
+	open := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+			if open {
+				p.endRound(&r, false)
+			}
+			r, open = lookupdRound{found: map[string]map[string]bool{}}, true
+			ask()
+			wait := p.config.LookupdPollInterval
+			if j := p.config.LookupdPollJitter; j > 0 {
+				wait += time.Duration(rand.Float64() * j * float64(wait))
+			}
+			timer.Reset(wait)
 		case <-p.lookupd.pollNow:
+			if !open {
+				r, open = lookupdRound{found: map[string]map[string]bool{}}, true
+			}
+			ask()
+		case a := <-answers:
+			delete(inflight, a.addr)
+			if !open {
+				// Only a query of a round that ended: counted in the next.
+				r, open = lookupdRound{found: map[string]map[string]bool{}}, true
+			}
+			p.addAnswer(ctx, &r, a)
+			if len(inflight) == 0 {
+				p.endRound(&r, true)
+				open = false
+			}
+		case <-first.C:
+			p.firstPollLate()
 		}
-		p.pollOnce(ctx, client)
-		wait := p.config.LookupdPollInterval
-		if j := p.config.LookupdPollJitter; j > 0 {
-			wait += time.Duration(rand.Float64() * j * float64(wait))
-		}
-		timer.Reset(wait)
 	}
+}
+
+// lookupdAnswer is one nsqlookupd's answer to GET /nodes.
+type lookupdAnswer struct {
+	addr  string
+	nodes []lookupdNode
+	err   error
+}
+
+// lookupdRound gathers the answers of one round of polls.
+type lookupdRound struct {
+	found    map[string]map[string]bool // node -> its tombstoned topics
+	answered int
 }
 
 // lookupdNode is one nsqd in an nsqlookupd answer.
@@ -144,47 +237,62 @@ type lookupdNodes struct {
 	} `json:"data"`
 }
 
-// pollOnce asks every nsqlookupd for its nodes and updates the pool.
-func (p *ProducerPool) pollOnce(ctx context.Context, client *http.Client) {
-	p.mu.Lock()
-	addrs := append([]string(nil), p.lookupd.addrs...)
-	p.mu.Unlock()
-	found := map[string]map[string]bool{} // node -> tombstoned topics
-	answered := 0
-	for _, a := range addrs {
-		nodes, err := queryLookupd(ctx, client, a)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			p.log(LogLevelWarning, "nsqlookupd %s: %v (keeping the last list)", a, err)
+// addAnswer adds one answer to the round. The nodes it lists that the pool
+// lacks join at once, without waiting for the other answers; which nodes
+// are gone is decided when the round ends.
+func (p *ProducerPool) addAnswer(ctx context.Context, r *lookupdRound, a lookupdAnswer) {
+	if a.err != nil {
+		if ctx.Err() == nil {
+			p.log(LogLevelWarning, "nsqlookupd %s: %v (keeping the last list)", a.addr, a.err)
+		}
+		return
+	}
+	r.answered++
+	var listed []string
+	for _, n := range a.nodes {
+		if n.BroadcastAddress == "" || n.TCPPort <= 0 {
 			continue
 		}
-		answered++
-		for _, n := range nodes {
-			if n.BroadcastAddress == "" || n.TCPPort <= 0 {
-				continue
-			}
-			addr := net.JoinHostPort(n.BroadcastAddress, strconv.Itoa(n.TCPPort))
-			if found[addr] == nil {
-				found[addr] = map[string]bool{}
-			}
-			for i, topic := range n.Topics {
-				if i < len(n.Tombstones) && n.Tombstones[i] {
-					found[addr][topic] = true
-				}
+		addr := net.JoinHostPort(n.BroadcastAddress, strconv.Itoa(n.TCPPort))
+		listed = append(listed, addr)
+		if r.found[addr] == nil {
+			r.found[addr] = map[string]bool{}
+		}
+		for i, topic := range n.Topics {
+			if i < len(n.Tombstones) && n.Tombstones[i] {
+				r.found[addr][topic] = true
 			}
 		}
 	}
 	p.mu.Lock()
+	if !p.stopped {
+		for _, addr := range listed {
+			if n := p.byAddr[addr]; n == nil || n.state == nodeRemoved {
+				n = p.addNodeLocked(addr, false)
+				n.tombstoned = r.found[addr]
+			}
+		}
+		p.dispatchLocked(nil)
+	}
+	p.mu.Unlock()
+}
+
+// endRound updates the pool from a round's answers: when at least one
+// nsqlookupd answered, every node listed is kept (with the topics it
+// tombstoned), and one missing from lookupdMissedPolls rounds in a row is
+// drained and removed. The end of the first round that had an answer, or
+// in which every nsqlookupd failed (complete: none is still being asked),
+// lets the publishes waiting for it go.
+func (p *ProducerPool) endRound(r *lookupdRound, complete bool) {
+	p.mu.Lock()
 	var out []*poolTx
-	if answered > 0 && !p.stopped {
-		for addr, tomb := range found {
+	if r.answered > 0 && !p.stopped {
+		for addr, tomb := range r.found {
 			n := p.addNodeLocked(addr, false)
 			n.missed, n.tombstoned = 0, tomb
 		}
 		for _, n := range append([]*poolNode(nil), p.nodes...) {
-			if _, ok := found[n.addr]; ok || n.static || n.state == nodeRemoved {
+			if _, ok := r.found[n.addr]; ok || n.static || n.state == nodeRemoved {
 				continue
 			}
 			if n.missed++; n.missed >= lookupdMissedPolls {
@@ -192,26 +300,58 @@ func (p *ProducerPool) pollOnce(ctx context.Context, client *http.Client) {
 				n.removeLocked(p)
 			}
 		}
-	}
-	if p.lookupd.firstPending {
-		p.lookupd.firstPending = false
-		if len(p.nodes) == 0 {
+		// What waited for a node that left fails now when no node can
+		// take it (no node that is down would try again).
+		if !p.anyNodeLocked() {
 			p.lastErr = errNoNodes
 		}
 		out = p.failIfHopelessLocked()
+	}
+	if p.lookupd.firstPending && (r.answered > 0 || complete) {
+		p.lookupd.firstPending = false
+		if !p.anyNodeLocked() {
+			p.lastErr = errNoNodes
+		}
+		out = append(out, p.failIfHopelessLocked()...)
 	}
 	p.dispatchLocked(nil)
 	p.mu.Unlock()
 	p.deliver(out)
 }
 
-// queryLookupd does one GET /nodes.
-func queryLookupd(ctx context.Context, client *http.Client, endpoint string) ([]lookupdNode, error) {
+// firstPollLate lets the publishes waiting for the first round go: to the
+// nodes the pool has, or, with none up, failed as when every node is down.
+func (p *ProducerPool) firstPollLate() {
+	p.mu.Lock()
+	var out []*poolTx
+	if p.lookupd.firstPending && !p.stopped {
+		p.lookupd.firstPending = false
+		p.log(LogLevelWarning, "nsqlookupd has not answered within %s: publishing to the nodes known", p.config.DialTimeout+p.config.MaxReconnectBackoff)
+		if p.lastErr == nil {
+			p.lastErr = neverSentf(errLookupdLate)
+		}
+		out = p.failIfHopelessLocked()
+		p.dispatchLocked(nil)
+	}
+	p.mu.Unlock()
+	p.deliver(out)
+}
+
+// errLookupdLate is why publishes fail when the pool has no node up and
+// nsqlookupd has not answered its first poll in time.
+var errLookupdLate = errors.New("nsq: no nsqlookupd answered the ProducerPool's first poll in time (dial_timeout + max_reconnect_backoff)")
+
+// queryLookupd does one GET /nodes, with an Authorization header when
+// bearer is set.
+func queryLookupd(ctx context.Context, client *http.Client, endpoint, bearer string) ([]lookupdNode, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
+	if bearer != "" {
+		req.Header.Set("Authorization", bearer)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err

@@ -128,6 +128,7 @@ type ProducerPool struct {
 
 	cmu      sync.Mutex
 	couriers map[chan *ProducerTransaction]*poolCourier // guarded by cmu
+	backlogs sync.Map                                   // each courier's doneChan -> its backlog (*pendingLimit); written under cmu
 
 	stats poolStats
 
@@ -571,6 +572,17 @@ func (p *ProducerPool) abandon(t *poolTx) error {
 	p.mu.Lock()
 	switch {
 	case t.finished:
+	case t.parked:
+		// Given a node, waiting for the async publishes before it.
+		n := t.node
+		for i, u := range n.parked {
+			if u == t {
+				n.parked = append(n.parked[:i], n.parked[i+1:]...)
+				break
+			}
+		}
+		t.parked = false
+		out = p.releaseLocked(n, t, neverSentCtx(t.ctx))
 	case t.node != nil:
 		// Given a node, not yet published there.
 		<-t.wake
@@ -658,14 +670,16 @@ func putAsyncTx(t *poolTx) {
 }
 
 // PublishByKey is Publish to the node chosen for key: of the nodes that are
-// up, the one whose rendezvous hash with key is highest. While no node
-// joins, leaves, goes down or comes up, every publish with one key goes to
-// one node, so its publishes (and PublishAsyncByKey's) are stored in the
-// order they are made and complete in that order. When the key's node stops
-// taking publishes, the key moves to its next node (a node that comes up or
-// joins takes back only its own keys); a publish that never reached its
-// node moves too. Publishes made around such a move may be stored out of
-// order, never twice.
+// up (and, while one that has not is up, have not tombstoned topic in
+// nsqlookupd), the one whose rendezvous hash with key is highest. While no
+// node joins, leaves, goes down or comes up, and no tombstone of topic
+// comes or goes, every publish with one key goes to one node, so its
+// publishes (and PublishAsyncByKey's, sync and async alike) are stored in
+// the order they are made and complete in that order. When the key's node
+// stops taking publishes, the key moves to its next node (a node that
+// comes up or joins takes back only its own keys); a publish that never
+// reached its node moves too. Publishes made around such a move may be
+// stored out of order, never twice.
 func (p *ProducerPool) PublishByKey(key, topic string, body []byte) error {
 	t, err := p.newTx(getPoolSyncTx(), poolPUB, topic, 0, body, nil)
 	if err != nil {
@@ -755,18 +769,8 @@ type poolTryContext struct{ context.Context }
 // can to the nodes.
 func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	p.start()
-	if _, try := ctx.(poolTryContext); try {
-		if !p.limit.tryAcquire(t.size) {
-			p.stats.refused.Add(1)
-			return ErrPendingFull
-		}
-	} else {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err := p.limit.acquire(ctx, t.size, p.stopChan); err != nil {
-			return err
-		}
+	if err := p.takeRoom(ctx, t); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	if p.stopped {
@@ -777,7 +781,8 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 	t.epoch = p.epoch
 	p.openLocked()
 	var out []*poolTx
-	if len(p.nodes) == 0 && !p.lookupd.firstPending {
+	if !p.lookupd.firstPending && !p.anyNodeLocked() {
+		// None, or every one leaving: nothing will connect.
 		out = append(out, p.finishLocked(t, neverSentf(errNoNodes)))
 		p.mu.Unlock()
 		p.deliver(out)
@@ -796,7 +801,9 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 		// A sync publish given a node just now learns it here, not
 		// through its wake channel.
 		t.inline = false
-		t.inlineNode = t.node
+		if !t.parked {
+			t.inlineNode = t.node
+		}
 	}
 	if k := len(p.free); k > 0 && p.spare.Load() == nil {
 		p.spare.Store(p.free[k-1]) // for the next async call
@@ -804,6 +811,56 @@ func (p *ProducerPool) enqueue(ctx context.Context, t *poolTx) error {
 		p.free = p.free[:k-1]
 	}
 	p.mu.Unlock()
+	return nil
+}
+
+// takeRoom takes room for t under the pool's pending limits, once there is
+// room in its doneChan's backlog (when results wait for that channel in a
+// courier), waiting for both unless ctx is a poolTryContext, as a
+// Producer's publishing calls do: a doneChan nobody reads holds back only
+// its own publishers.
+func (p *ProducerPool) takeRoom(ctx context.Context, t *poolTx) error {
+	_, try := ctx.(poolTryContext)
+	if !try && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	refused := func(err error) error {
+		if err == ErrPendingFull {
+			p.stats.refused.Add(1)
+		}
+		return err
+	}
+	for {
+		if b := p.backlog(t.doneChan); b != nil {
+			if err := b.waitFits(ctx, t.size, p.stopChan, !try); err != nil {
+				return refused(err)
+			}
+		}
+		if try {
+			if !p.limit.tryAcquire(t.size) {
+				return refused(ErrPendingFull)
+			}
+		} else if err := p.limit.acquire(ctx, t.size, p.stopChan); err != nil {
+			return err
+		}
+		// While it waited for room, results may have begun to wait for
+		// its doneChan.
+		if b := p.backlog(t.doneChan); b == nil || b.fits(t.size) {
+			return nil
+		}
+		p.limit.release(1, t.size)
+	}
+}
+
+// backlog returns the backlog of the results waiting for ch in a courier,
+// or nil.
+func (p *ProducerPool) backlog(ch chan *ProducerTransaction) *pendingLimit {
+	if ch == nil {
+		return nil
+	}
+	if b, ok := p.backlogs.Load(ch); ok {
+		return b.(*pendingLimit)
+	}
 	return nil
 }
 
@@ -867,6 +924,14 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, self *poolNode) {
 	t.node = n
 	t.attempts++
 	if t.wake != nil {
+		if len(n.box) > 0 {
+			// Async publishes given to n before it wait in its box: the
+			// caller publishes once n's router has taken them (see
+			// takeBoxLocked), so that n sends them first.
+			t.parked = true
+			n.parked = append(n.parked, t)
+			return
+		}
 		if !t.inline {
 			t.wake <- n // the sync caller publishes it
 		}
@@ -878,17 +943,20 @@ func (p *ProducerPool) assignLocked(n *poolNode, t *poolTx, self *poolNode) {
 // keyNodeLocked returns the node for a keyed publish: of the nodes that are
 // up, the one whose rendezvous hash with the key is highest (so a node
 // coming or going moves only its own keys), skipping the node it just
-// failed on while another is up.
+// failed on while another is up, and one that tombstoned the topic while
+// another that did not is up (as pickLocked does).
 func (p *ProducerPool) keyNodeLocked(t *poolTx) *poolNode {
 	var best *poolNode
 	var bestScore uint64
+	bestTomb := false
 	for _, n := range p.nodes {
 		if n.state != nodeUp || (n == t.last && len(p.nodes) > 1) {
 			continue
 		}
+		tomb := len(n.tombstoned) > 0 && n.tombstoned[t.topic]
 		score := rendezvous(t.keyHash, n.addr)
-		if best == nil || score > bestScore {
-			best, bestScore = n, score
+		if best == nil || (bestTomb && !tomb) || (tomb == bestTomb && score > bestScore) {
+			best, bestScore, bestTomb = n, score, tomb
 		}
 	}
 	if best == nil && t.last != nil && t.last.state == nodeUp {
@@ -921,8 +989,9 @@ func hashKey(key string) uint64 {
 }
 
 // pickLocked returns the node to hand t to, or nil if none has room: the
-// up node holding the fewest messages, preferring one that has not
-// tombstoned t's topic and that t has not just failed on.
+// up node holding the fewest messages, preferring one that t has not just
+// failed on, and never one that tombstoned t's topic while a node that did
+// not is up.
 func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 	k := len(p.nodes)
 	if k == 1 {
@@ -933,21 +1002,32 @@ func (p *ProducerPool) pickLocked(t *poolTx) *poolNode {
 	}
 	var best *poolNode
 	bestScore := 0
+	bestTomb, otherUp := false, false
 	for i := range k {
 		n := p.nodes[(p.rr+i)%k]
-		if n.state != nodeUp || !n.hasRoom(p, t) {
+		if n.state != nodeUp {
+			continue
+		}
+		tomb := len(n.tombstoned) > 0 && n.tombstoned[t.topic]
+		otherUp = otherUp || !tomb
+		if !n.hasRoom(p, t) {
 			continue
 		}
 		score := n.held
-		if len(n.tombstoned) > 0 && n.tombstoned[t.topic] {
-			score += 1 << 40
+		if tomb {
+			score += 1 << 41 // above the next: a node up without the tombstone wins
 		}
 		if n == t.last {
-			score += 1 << 41
+			score += 1 << 40
 		}
 		if best == nil || score < bestScore {
-			best, bestScore = n, score
+			best, bestScore, bestTomb = n, score, tomb
 		}
+	}
+	if bestTomb && otherUp {
+		// A node that did not tombstone the topic is up: wait for its
+		// room rather than publish where the topic is being drained.
+		return nil
 	}
 	if best != nil {
 		p.rr++
@@ -1075,6 +1155,16 @@ func (p *ProducerPool) queuedLocked() int {
 	return n
 }
 
+// anyNodeLocked reports whether the pool has a node that is not leaving.
+func (p *ProducerPool) anyNodeLocked() bool {
+	for _, n := range p.nodes {
+		if n.state != nodeRemoved {
+			return true
+		}
+	}
+	return false
+}
+
 // hopelessLocked reports whether no node can take a publish soon: none is
 // up or connecting for the first time (or again after an unknown outcome),
 // and nsqlookupd has not answered yet.
@@ -1168,7 +1258,11 @@ func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
 			lastCh, lastC = ch, p.couriers[ch]
 		}
 		if lastC != nil {
+			// Its room moves from the pool's limit to the channel's
+			// backlog, as a Producer's does.
 			lastC.q = append(lastC.q, courierItem{tx, size})
+			lastC.backlog.take(1, size)
+			relCount, relBytes = relCount+1, relBytes+size
 			continue
 		}
 		select {
@@ -1180,8 +1274,12 @@ func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
 		if p.couriers == nil {
 			p.couriers = map[chan *ProducerTransaction]*poolCourier{}
 		}
-		lastC = &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{})}
+		lastC = &poolCourier{ch: ch, q: []courierItem{{tx, size}}, exited: make(chan struct{}), backlog: new(pendingLimit)}
+		lastC.backlog.init(int64(p.config.MaxPending), p.config.MaxPendingBytes)
+		lastC.backlog.take(1, size)
+		relCount, relBytes = relCount+1, relBytes+size
 		p.couriers[ch] = lastC
+		p.backlogs.Store(ch, lastC.backlog)
 		go p.carry(lastC)
 	}
 	if locked {
@@ -1193,11 +1291,14 @@ func (p *ProducerPool) deliverTo(out []*poolTx, free *[]*poolTx) {
 }
 
 // poolCourier delivers, in order, the results for one doneChan that was
-// full.
+// full. The room of the results it holds is in its backlog, not in the
+// pool's limit: publishers to its channel wait for the backlog, the
+// others do not (as with a Producer's couriers).
 type poolCourier struct {
-	ch     chan *ProducerTransaction
-	q      []courierItem // guarded by ProducerPool.cmu: queued by deliver, not yet taken by carry
-	exited chan struct{}
+	ch      chan *ProducerTransaction
+	q       []courierItem // guarded by ProducerPool.cmu: queued by deliver, not yet taken by carry
+	exited  chan struct{}
+	backlog *pendingLimit // Config.MaxPending, MaxPendingBytes of results held
 }
 
 type courierItem struct {
@@ -1213,6 +1314,7 @@ func (p *ProducerPool) carry(c *poolCourier) {
 		p.cmu.Lock()
 		if len(c.q) == 0 {
 			delete(p.couriers, c.ch)
+			p.backlogs.Delete(c.ch)
 			p.cmu.Unlock()
 			return
 		}
@@ -1229,7 +1331,7 @@ func (p *ProducerPool) carry(c *poolCourier) {
 			default:
 			}
 			if relCount > 0 {
-				p.limit.release(relCount, relBytes)
+				c.backlog.release(relCount, relBytes)
 				relCount, relBytes = 0, 0
 			}
 			select {
@@ -1240,17 +1342,18 @@ func (p *ProducerPool) carry(c *poolCourier) {
 				rest := append(batch[i:], c.q...)
 				c.q = nil
 				delete(p.couriers, c.ch)
+				p.backlogs.Delete(c.ch)
 				p.cmu.Unlock()
 				for _, it := range rest {
 					relCount, relBytes = relCount+1, relBytes+it.size
 				}
-				p.limit.release(relCount, relBytes)
+				c.backlog.release(relCount, relBytes)
 				p.log(LogLevelError, "%d results dropped after stop_timeout: doneChan not read", len(rest))
 				return
 			}
 		}
 		if relCount > 0 {
-			p.limit.release(relCount, relBytes)
+			c.backlog.release(relCount, relBytes)
 		}
 		clear(batch)
 	}
@@ -1291,6 +1394,7 @@ type poolTx struct {
 	keyed     bool                      // published by key: goes to the key's node
 	finished  bool                      // guarded by ProducerPool.mu
 	abandoned bool                      // guarded by ProducerPool.mu: the sync caller stopped waiting
+	parked    bool                      // sync, guarded by ProducerPool.mu: given a node, waiting in its parked list
 	attempts  int32                     // guarded by ProducerPool.mu: nodes it was handed to
 	msgs      int                       // messages it publishes
 	size      int64                     // bytes held against the pending limits

@@ -184,7 +184,12 @@ type poolNode struct {
 	// box holds the async publishes given to the node and not yet taken by
 	// its router (the hook takes them all at once), in the order the pool
 	// took them from its queue.
-	box                                     []*poolTx
+	box []*poolTx
+	// parked holds the sync publishes given to the node while its box
+	// held async ones: their callers publish once the router has taken
+	// the box (takeBoxLocked), so the node sends publishes in the order
+	// the pool gave them to it.
+	parked                                  []*poolTx
 	held                                    int   // messages given to the node (boxed or handed to the Producer) and not settled
 	heldSize                                int64 // their bytes
 	published, unknown, neverSent, rerouted uint64
@@ -293,6 +298,14 @@ func (n *poolNode) takeBoxLocked(buf []*poolTx) []*poolTx {
 	clear(n.box)
 	n.box = n.box[:0]
 	n.boxed.Store(false)
+	// The router accepts the box before it reads its inbox again: the
+	// sync publishes given after it may go now.
+	for _, t := range n.parked {
+		t.parked = false
+		t.wake <- n // capacity 1: nothing else is pending on it
+	}
+	clear(n.parked)
+	n.parked = n.parked[:0]
 	return buf
 }
 
@@ -334,7 +347,7 @@ func (n *poolNode) setStateLocked(p *ProducerPool, s nodeState) {
 // (never handed to its Producer: not an attempt), then the keyed publishes
 // waiting for room on it, for the keys' next node.
 func (n *poolNode) requeueLocked(p *ProducerPool) {
-	if len(n.box) == 0 && n.keyQ.len() == 0 {
+	if len(n.box) == 0 && len(n.parked) == 0 && n.keyQ.len() == 0 {
 		return
 	}
 	var q poolQueue
@@ -349,6 +362,17 @@ func (n *poolNode) requeueLocked(p *ProducerPool) {
 	clear(n.box)
 	n.box = n.box[:0]
 	n.boxed.Store(false)
+	for _, t := range n.parked {
+		n.held -= t.msgs
+		n.heldSize -= t.size
+		p.held -= t.msgs
+		t.node = nil
+		t.parked = false
+		t.attempts--
+		q.pushBack(t)
+	}
+	clear(n.parked)
+	n.parked = n.parked[:0]
 	for n.keyQ.len() > 0 {
 		q.pushBack(n.keyQ.popFront())
 	}
@@ -382,6 +406,10 @@ func (p *ProducerPool) runNode(n *poolNode) {
 	defer close(n.exited)
 	probeDone := make(chan error, 1)
 	probing := false
+	// A probe waiting out its Producer's backoff is withdrawn when the node
+	// leaves: the pool's Stop does not wait for it.
+	probeCtx, cancelProbe := context.WithCancel(context.Background())
+	defer cancelProbe()
 	for {
 		p.mu.Lock()
 		st := n.state
@@ -393,7 +421,7 @@ func (p *ProducerPool) runNode(n *poolNode) {
 			// Ping connects; a Producer that failed to connect waits out
 			// its backoff first, so this never hammers a dead node.
 			probing = true
-			go func() { probeDone <- n.producer.Ping() }()
+			go func() { probeDone <- n.pingContext(probeCtx) }()
 		}
 		select {
 		case err := <-probeDone:
@@ -404,6 +432,7 @@ func (p *ProducerPool) runNode(n *poolNode) {
 	}
 	// Its box went back to the pool's queue when it was removed: its
 	// Producer has what it took, and answers it as it stops.
+	cancelProbe()
 	n.producer.Stop()
 	if probing {
 		<-probeDone
@@ -420,6 +449,14 @@ func (p *ProducerPool) runNode(n *poolNode) {
 	}
 	p.mu.Unlock()
 	p.log(LogLevelInfo, "nsqd %s has left the pool", n.addr)
+}
+
+// pingContext is the node Producer's Ping, withdrawn when ctx ends.
+func (n *poolNode) pingContext(ctx context.Context) error {
+	tx := getSyncTx()
+	tx.kind = kindNOP
+	tx.ctx = ctx
+	return n.producer.do(ctx, tx)
 }
 
 // onProbe records whether the node connected.
@@ -452,7 +489,7 @@ type ProducerPoolStats struct {
 	Published      uint64 // messages a node answered OK to
 	PublishedBytes uint64 // their body bytes
 
-	Pending      int64 // publishes accepted and not yet completed and delivered
+	Pending      int64 // publishes accepted and not yet completed and delivered (results waiting for an unread doneChan are not counted: they hold back only that channel's publishers)
 	PendingBytes int64 // their body bytes
 	Queued       int   // publishes waiting for a node
 
