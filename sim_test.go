@@ -441,10 +441,14 @@ func runSim(t *testing.T, seed uint64, plan *simPlan, newChooser func(conn int) 
 	})
 }
 
-// resetSyncTxPool empties the pool of sync transactions: each carries a
-// channel that belongs to the synctest bubble that made it, which no other
-// bubble (nor the outside) may use.
-func resetSyncTxPool() { syncTxPool = sync.Pool{New: syncTxPool.New} }
+// resetSyncTxPool empties the pools of sync transactions (the Producer's
+// and the ProducerPool's): each carries a channel that belongs to the
+// synctest bubble that made it, which no other bubble (nor the outside) may
+// use.
+func resetSyncTxPool() {
+	syncTxPool = sync.Pool{New: syncTxPool.New}
+	syncTxs = sync.Pool{New: syncTxs.New}
+}
 
 // simRun is one run of the simulation.
 type simRun struct {

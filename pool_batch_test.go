@@ -1,0 +1,55 @@
+package nsq
+
+import (
+	"testing"
+	"testing/synctest"
+
+	"github.com/nsqkit/go-nsq/internal/fakensqd"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A pool node writes a second batch while one awaits nsqd's answer only
+// when that batch is full: a node sees only its share of the sync callers,
+// and the publishes queued meanwhile leave together once the answer comes
+// instead of in batches half as large (a Producer writes the second batch
+// at once). A full batch goes out without waiting.
+func TestPoolNodeSecondWriteWaitsForAFullBatch(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p, err := NewProducerPool([]string{s.Addr()}, poolConfig(t, "max_batch_messages", 4))
+		require.NoError(t, err)
+		p.SetLogger(&testLogger{t: t}, LogLevelInfo)
+		defer p.Stop()
+		c := s.Accept()
+		c.Handshake(nil)
+		c.Expect("NOP") // the node is up once its Ping is written
+
+		errs := make(chan error, 8)
+		publish := func(body string) {
+			go func() { errs <- p.Publish("t", []byte(body)) }()
+			synctest.Wait() // queued behind the ones before
+		}
+		publish("a")
+		assert.Equal(t, "PUB t [a]", wireOf(c.ExpectPublish()), "a lone publish goes at once")
+		publish("b")
+		publish("c")
+		publish("d")
+		c.OK() // a's answer
+		assert.Equal(t, "MPUB t [b c d]", wireOf(c.ExpectPublish()), "queued while a awaited its answer, written together")
+
+		// With b, c, d unanswered, a batch of max_batch_messages is full:
+		// it is written before their answer.
+		for _, b := range []string{"e", "f", "g", "h"} {
+			publish(b)
+		}
+		assert.Equal(t, "MPUB t [e f g h]", wireOf(c.ExpectPublish()))
+		c.OK()
+		c.OK()
+		for range 8 {
+			require.NoError(t, <-errs)
+		}
+		st := p.Stats()
+		assert.Equal(t, uint64(8), st.Published)
+	})
+}
