@@ -825,9 +825,18 @@ func (p *ProducerPool) takeRoom(ctx context.Context, t *poolTx) error {
 		return ctx.Err()
 	}
 	refused := func(err error) error {
-		if err == ErrPendingFull {
-			p.stats.refused.Add(1)
+		if err != ErrPendingFull {
+			return err
 		}
+		// After Stop began, no room is coming: the refusal is ErrStopped,
+		// as a Producer's is.
+		p.mu.Lock()
+		stopped := p.stopped
+		p.mu.Unlock()
+		if stopped {
+			return ErrStopped
+		}
+		p.stats.refused.Add(1)
 		return err
 	}
 	for {

@@ -53,3 +53,30 @@ func TestPoolNodeSecondWriteWaitsForAFullBatch(t *testing.T) {
 		assert.Equal(t, uint64(8), st.Published)
 	})
 }
+
+// TryPublishAsync after Stop began returns ErrStopped, not ErrPendingFull:
+// no room is coming, retrying cannot help (as a Producer's does). Found by
+// TestPoolSimulation.
+func TestPoolTryPublishAsyncAfterStopBegan(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p, err := NewProducerPool([]string{s.Addr()}, poolConfig(t, "max_pending", 1, "stop_timeout", "1s"))
+		require.NoError(t, err)
+		p.SetLogger(&testLogger{t: t}, LogLevelInfo)
+		c := s.Accept()
+		c.Handshake(nil)
+		c.Expect("NOP")
+		require.NoError(t, p.PublishAsync("t", []byte("a"), nil))
+		c.Expect("PUB") // unanswered: it holds the only room
+		assert.Equal(t, ErrPendingFull, p.TryPublishAsync("t", []byte("b"), nil), "before Stop")
+
+		stopped := make(chan struct{})
+		go func() { p.Stop(); close(stopped) }()
+		synctest.Wait() // Stop waits for a's answer
+		assert.Equal(t, ErrStopped, p.TryPublishAsync("t", []byte("c"), nil), "after Stop began")
+		c.OK()
+		<-stopped
+		assert.Equal(t, uint64(1), p.Stats().Published)
+		assert.Equal(t, uint64(1), p.Stats().Refused, "the refusal before Stop")
+	})
+}
