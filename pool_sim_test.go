@@ -240,7 +240,7 @@ func newPoolSimPlan(r *rand.Rand) *poolSimPlan {
 		p.cfg = append(p.cfg, "tls_v1", true)
 	}
 	for range 2 + r.IntN(3) {
-		np := poolNodePlan{hostility: pick(r, 0, 5, 15, 30, 60), refuseFrom: -1, refuseUntil: -1}
+		np := poolNodePlan{hostility: pick(r, 0, 5, 15, 30, 60, 90), refuseFrom: -1, refuseUntil: -1}
 		switch r.IntN(6) {
 		case 0: // down from the start, for good
 			np.refuseFrom = 0
@@ -256,9 +256,9 @@ func newPoolSimPlan(r *rand.Rand) *poolSimPlan {
 		}
 		p.nodes = append(p.nodes, np)
 	}
-	for range 1 + r.IntN(4) {
+	for range 1 + r.IntN(5) {
 		c := poolCallerPlan{doneCap: pick(r, 0, 1, 1000), readPause: pick(r, 0, 0, time.Millisecond, 50*time.Millisecond, 500*time.Millisecond)}
-		for range 1 + r.IntN(14) {
+		for range 1 + r.IntN(20) {
 			op := poolOpPlan{kind: poolOpKind(r.IntN(int(numPoolOpKinds))), topic: pick(r, "sim0", "sim1"), key: pick(r, "k0", "k1", "k2")}
 			n := 1
 			if op.kind.mpub() {
@@ -370,6 +370,11 @@ type poolCall struct {
 	startSeq int // sim.seq when the call began
 	endSeq   int // when its outcome came (sync: returned; async: its result arrived)
 	arrival  int // async: the position of its result among its caller's results
+	// allDown: when the call began, every fake refused connections, none
+	// had one open, and all went on refusing for longer than the pool may
+	// take to say so (dial_timeout + max_reconnect_backoff).
+	allDown    bool
+	start, end time.Duration
 }
 
 func (c *poolCall) what() string {
@@ -662,6 +667,8 @@ func (ps *poolSim) caller(p *ProducerPool, i int, cp poolCallerPlan, done chan *
 		ps.byCall[call] = pc
 		r.seq++
 		pc.startSeq = r.seq
+		pc.start = r.now()
+		pc.allDown = ps.allDownLocked(pc.start)
 		r.mu.Unlock()
 		ps.do(p, pc, op, done)
 		time.Sleep(op.sleep)
@@ -727,12 +734,41 @@ func (ps *poolSim) do(p *ProducerPool, pc *poolCall, op poolOpPlan, done chan *P
 		call.result, call.hasResult = err, true
 		r.seq++
 		pc.endSeq = r.seq
+		pc.end = r.now()
 	}
 	r.traceLocked("caller %d op %d %s %s %s: %v", call.caller, call.op, op.kind, op.topic, strings.Join(shortBodies(call.texts), ","), err)
 	r.mu.Unlock()
 	if !op.kind.async() || op.kind.mpub() || refused {
 		poison(call.bufs)
 	}
+}
+
+// promptBound is how long a publish may wait while no nsqd can be
+// reached: dial_timeout + max_reconnect_backoff, and a little slack.
+func (ps *poolSim) promptBound() time.Duration {
+	dial := time.Second
+	for i := 0; i+1 < len(ps.plan.cfg); i += 2 {
+		if ps.plan.cfg[i] == "dial_timeout" {
+			dial = ps.plan.cfg[i+1].(time.Duration)
+		}
+	}
+	return dial + ps.plan.maxBackoff + 10*time.Millisecond
+}
+
+// allDownLocked reports whether, at now, every fake refuses connections,
+// none has one open, and all go on refusing past now + promptBound.
+func (ps *poolSim) allDownLocked(now time.Duration) bool {
+	for _, np := range ps.plan.nodes {
+		if !np.refusing(now) || !np.refusing(now+ps.promptBound()) {
+			return false
+		}
+	}
+	for _, sc := range ps.sim.conns {
+		if !sc.ended {
+			return false
+		}
+	}
+	return true
 }
 
 // ---- the invariants ----
@@ -927,6 +963,10 @@ func (ps *poolSim) checkCall(pc *poolCall, v func(string, ...any)) (missing bool
 		return true
 	}
 	err := call.result
+	if pc.allDown && !pc.kind.async() && !pc.kind.syncCtx() && pc.end-pc.start > ps.promptBound() {
+		v("%s: every nsqd refused connections, yet it took %s to return %v: want at most dial_timeout + max_reconnect_backoff (%s)",
+			what, pc.end-pc.start, err, ps.promptBound())
+	}
 	if pc.kind.syncCtx() && call.ctxEnded && errors.Is(err, call.ctxErr) {
 		if errors.Is(err, ErrNeverSent) {
 			if cmd := maybeStored(call, recv); cmd != nil {
