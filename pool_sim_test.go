@@ -360,6 +360,7 @@ type poolSim struct {
 	calls   []*poolCall
 	byCall  map[*simCall]*poolCall
 	changes []int // sim.seq of each node state change the pool logged
+	flushes [][2]int // sim.seq when each Flush that returned nil began and returned
 }
 
 // poolCall is one publish call of the pool simulation.
@@ -368,6 +369,7 @@ type poolCall struct {
 	kind     poolOpKind
 	key      string
 	startSeq int // sim.seq when the call began
+	retSeq   int // when it returned
 	endSeq   int // when its outcome came (sync: returned; async: its result arrived)
 	arrival  int // async: the position of its result among its caller's results
 	// allDown: when the call began, every fake refused connections, none
@@ -640,7 +642,17 @@ func (ps *poolSim) caller(p *ProducerPool, i int, cp poolCallerPlan, done chan *
 		if op.kind == popFlush {
 			ctx, cancel := context.WithTimeout(context.Background(), op.timeout)
 			stopReturned := ps.stopReturned.Load()
+			r.mu.Lock()
+			r.seq++
+			began := r.seq
+			r.mu.Unlock()
 			err := p.Flush(ctx)
+			if err == nil {
+				r.mu.Lock()
+				r.seq++
+				ps.flushes = append(ps.flushes, [2]int{began, r.seq})
+				r.mu.Unlock()
+			}
 			if err != nil && err != ErrStopped && !errors.Is(err, ctx.Err()) {
 				r.violate("caller %d op %d: Flush returned %v: want nil, ctx's error or ErrStopped", i, j, err)
 			}
@@ -730,9 +742,10 @@ func (ps *poolSim) do(p *ProducerPool, pc *poolCall, op poolOpPlan, done chan *P
 	call.ctxEnded = call.ctxErr != nil
 	refused := err == ErrStopped || err == ErrPendingFull || errors.Is(err, ErrTooLarge) || (call.ctxEnded && err == call.ctxErr)
 	call.accepted = !refused
+	r.seq++
+	pc.retSeq = r.seq
 	if !op.kind.async() {
 		call.result, call.hasResult = err, true
-		r.seq++
 		pc.endSeq = r.seq
 		pc.end = r.now()
 	}
@@ -838,6 +851,26 @@ func (ps *poolSim) check() {
 		checkBackoffOf(conns, ps.plan.backoff, ps.plan.maxBackoff, v)
 	}
 	ps.checkOrder(v)
+	ps.checkFlushes(v)
+}
+
+// checkFlushes checks that a Flush returned nil only once every publish
+// accepted before it began had its final result: an async publish
+// accepted before and reported ok was answered OK by a command the fake
+// read before that Flush returned (its answer came after the read, and
+// the publish finished after its answer).
+func (ps *poolSim) checkFlushes(v func(string, ...any)) {
+	for _, f := range ps.flushes {
+		for _, pc := range ps.calls {
+			call := pc.sc
+			if !pc.kind.async() || !call.accepted || pc.retSeq > f[0] || !call.hasResult || call.result != nil {
+				continue
+			}
+			if cmd := ps.okCmd(call); cmd != nil && cmd.seq > f[1] {
+				v("%s: accepted before a Flush began, yet conn#%d read the command it was answered OK to after that Flush returned nil", pc.what(), cmd.conn)
+			}
+		}
+	}
 }
 
 // okCmd returns the command answered OK that stored call (the first, if
