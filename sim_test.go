@@ -436,7 +436,7 @@ func runSim(t *testing.T, seed uint64, plan *simPlan, newChooser func(conn int) 
 	}()
 	synctest.Test(t, func(t *testing.T) {
 		r := &simRun{t: t, seed: seed, plan: plan, newChooser: newChooser, verbose: verbose,
-			bodies: make(map[string]*simBody), runEnd: make(chan struct{})}
+			bodies: make(map[string]*simBody), runEnd: make(chan struct{}), strictResend: true}
 		r.run()
 	})
 }
