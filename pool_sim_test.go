@@ -48,7 +48,7 @@ var (
 // poolSimCIRuns is the CI budget: seeds 1 to poolSimCIRuns, in this
 // process (a sequential test: its bubbles share the package's pools of
 // sync transactions, see resetSyncTxPool).
-const poolSimCIRuns = 120
+const poolSimCIRuns = 100
 
 func TestPoolSimulation(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
@@ -278,6 +278,15 @@ func newPoolSimPlan(r *rand.Rand) *poolSimPlan {
 			op.timeout = pick(r, time.Millisecond, 20*time.Millisecond, 300*time.Millisecond)
 			op.sleep = pick(r, 0, 0, time.Millisecond, 30*time.Millisecond, 200*time.Millisecond)
 			c.ops = append(c.ops, op)
+			if r.IntN(8) == 0 {
+				// A burst: async publishes back to back, enough to fill
+				// the nodes' windows and the pending limit.
+				kind := pick(r, popAsync, popAsyncByKey, popTry, popMPubAsync)
+				for range 5 + r.IntN(60) {
+					c.ops = append(c.ops, poolOpPlan{kind: kind, topic: op.topic, key: pick(r, "k0", "k1", "k2"), sizes: []int{r.IntN(40)},
+						timeout: op.timeout})
+				}
+			}
 		}
 		p.callers = append(p.callers, c)
 	}
