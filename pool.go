@@ -511,9 +511,15 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 			return err
 		}
 		err := n.publishSync(ctx, t)
-		if err == ErrStopped {
+		switch {
+		case err == ErrStopped:
 			// The node was removed after it was given this publish.
 			err = neverSentf(fmt.Errorf("nsq: nsqd %s left the pool", n.addr))
+		case errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrNeverSent):
+			// Refused at the node Producer's call, over a limit nsqd
+			// stated (the pool checked the configured ones): the pool
+			// accepted it, and it reached no nsqd.
+			err = neverSent(err)
 		}
 		var buf [4]*poolTx
 		out := buf[:0]

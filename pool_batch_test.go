@@ -1,6 +1,7 @@
 package nsq
 
 import (
+	"bytes"
 	"testing"
 	"testing/synctest"
 
@@ -78,5 +79,45 @@ func TestPoolTryPublishAsyncAfterStopBegan(t *testing.T) {
 		<-stopped
 		assert.Equal(t, uint64(1), p.Stats().Published)
 		assert.Equal(t, uint64(1), p.Stats().Refused, "the refusal before Stop")
+	})
+}
+
+// A publish the pool accepted and that a node's Producer refuses over a
+// size limit nsqd stated (E_BAD_MESSAGE ... too big) ends as a Producer's
+// queued publishes do: ErrTooLarge and ErrNeverSent (it reached no nsqd),
+// async or sync, and counts in Stats().NeverSent. It ended with
+// ErrTooLarge alone, counted in no total of the pool's Stats. Found by
+// TestPoolSimulation.
+func TestPoolLearnedLimitIsNeverSent(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		s := fakensqd.NewMem(t)
+		p, err := NewProducerPool([]string{s.Addr()}, poolConfig(t))
+		require.NoError(t, err)
+		p.SetLogger(&testLogger{t: t}, LogLevelInfo)
+		defer p.Stop()
+		c := s.Accept()
+		c.Handshake(nil)
+		c.Expect("NOP")
+
+		res := make(chan error, 1)
+		go func() { res <- p.Publish("t", bytes.Repeat([]byte("a"), 70)) }()
+		c.ExpectPublish()
+		c.Error("E_BAD_MESSAGE PUB message too big 70 > 64")
+		c.Close()
+		var perr ErrProtocol
+		require.ErrorAs(t, <-res, &perr)
+
+		done := make(chan *ProducerTransaction, 1)
+		require.NoError(t, p.PublishAsync("t", bytes.Repeat([]byte("b"), 100), done))
+		err = (<-done).Error
+		assert.ErrorIs(t, err, ErrTooLarge, "async")
+		assert.ErrorIs(t, err, ErrNeverSent, "async")
+		err = p.Publish("t", bytes.Repeat([]byte("c"), 100))
+		assert.ErrorIs(t, err, ErrTooLarge, "sync")
+		assert.ErrorIs(t, err, ErrNeverSent, "sync")
+
+		st := p.Stats()
+		assert.Equal(t, uint64(2), st.NeverSent)
+		assert.Equal(t, map[string]uint64{"E_BAD_MESSAGE": 1}, st.NsqdErrors)
 	})
 }
