@@ -177,6 +177,10 @@ type poolSimPlan struct {
 	backoff     time.Duration
 	maxBackoff  time.Duration
 	callers     []poolCallerPlan
+	// calm: every fake behaves on its connections (it only refuses new
+	// ones, as its plan says), node 0 never refuses, and a publish may try
+	// every node: no publish may end never sent before Stop.
+	calm bool
 }
 
 // poolNodePlan is one fake nsqd's behaviour.
@@ -255,6 +259,18 @@ func newPoolSimPlan(r *rand.Rand) *poolSimPlan {
 			np.refuseFrom, np.refuseUntil = 1, 0 // never
 		}
 		p.nodes = append(p.nodes, np)
+	}
+	if r.IntN(5) == 0 {
+		p.calm = true
+		for i := range p.nodes {
+			p.nodes[i].hostility = 0
+		}
+		p.nodes[0].refuseFrom, p.nodes[0].refuseUntil = 1, 0
+		if p.tls { // a fake may decline TLS: the connection fails
+			p.tls = false
+			p.cfg = p.cfg[:len(p.cfg)-2]
+		}
+		p.cfg = append(p.cfg, "pool_max_attempts", len(p.nodes))
 	}
 	for range 1 + r.IntN(5) {
 		c := poolCallerPlan{doneCap: pick(r, 0, 1, 1000), readPause: pick(r, 0, 0, time.Millisecond, 50*time.Millisecond, 500*time.Millisecond)}
@@ -362,6 +378,7 @@ type poolSim struct {
 
 	stopReturned atomic.Bool
 	sawStopped   atomic.Bool
+	stopSeq      int // sim.seq when Stop was called; guarded by sim.mu
 	dropped      atomic.Int64
 	stats        ProducerPoolStats // once Stop returned
 
@@ -514,7 +531,11 @@ func (ps *poolSim) acceptNode(node int, s *fakensqd.Server) {
 // twice stop_timeout in all) plus a small slack.
 func (ps *poolSim) stop(p *ProducerPool) bool {
 	r := ps.sim
-	r.tracef("Stop")
+	r.mu.Lock()
+	r.seq++
+	ps.stopSeq = r.seq
+	r.traceLocked("Stop")
+	r.mu.Unlock()
 	stopped := make(chan struct{})
 	start := time.Now()
 	if ps.plan.doubleStop {
@@ -749,7 +770,11 @@ func (ps *poolSim) do(p *ProducerPool, pc *poolCall, op poolOpPlan, done chan *P
 	call.retErr = err
 	call.ctxErr = ctx.Err()
 	call.ctxEnded = call.ctxErr != nil
-	refused := err == ErrStopped || err == ErrPendingFull || errors.Is(err, ErrTooLarge) || (call.ctxEnded && err == call.ctxErr)
+	// ErrTooLarge alone is a refusal at the call (over max_msg_size or
+	// max_body_size); once accepted, a publish over a limit nsqd stated
+	// ends never sent too.
+	refused := err == ErrStopped || err == ErrPendingFull || (errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrNeverSent)) ||
+		(call.ctxEnded && err == call.ctxErr)
 	call.accepted = !refused
 	r.seq++
 	pc.retSeq = r.seq
@@ -802,7 +827,7 @@ func (ps *poolSim) check() {
 	defer r.mu.Unlock()
 	v := func(format string, args ...any) { r.violations = append(r.violations, fmt.Sprintf(format, args...)) }
 	// Accounting: what the callers saw, by outcome, in messages.
-	var seenOK, seenUnknown, seenNever, seenOther, unseen, unseenMsgs, missing int64
+	var seenOK, seenUnknown, seenNever, seenRefused, unseen, unseenMsgs, missing int64
 	for _, pc := range ps.calls {
 		call := pc.sc
 		if ps.checkCall(pc, v) {
@@ -825,7 +850,7 @@ func (ps *poolSim) check() {
 		case errors.Is(err, ErrNeverSent):
 			seenNever += msgs
 		default:
-			seenOther += msgs
+			seenRefused++ // an ErrProtocol refusal, counted by publish (or a violation of checkCall's)
 		}
 	}
 	if d := ps.dropped.Load(); missing != d {
@@ -845,10 +870,12 @@ func (ps *poolSim) check() {
 	if st.Published > r.okMsgs {
 		v("Stats().Published is %d, but the fakes answered OK to %d messages", st.Published, r.okMsgs)
 	}
-	if unseen == 0 {
-		if got := int64(st.Published + st.UnknownOutcome + st.NeverSent); got+seenOther != seenOK+seenUnknown+seenNever+seenOther {
-			v("Stats() counts %d messages published, unknown or never sent; the callers saw %d", got, seenOK+seenUnknown+seenNever)
-		}
+	var nsqdErrors int64
+	for _, n := range st.NsqdErrors {
+		nsqdErrors += int64(n)
+	}
+	if nsqdErrors < seenRefused || nsqdErrors > seenRefused+unseen {
+		v("Stats().NsqdErrors counts %d publishes refused by nsqd; the callers saw %d, and %d publishes have no result they saw", nsqdErrors, seenRefused, unseen)
 	}
 	for node := range ps.plan.nodes {
 		var conns []*simConn
@@ -1019,13 +1046,16 @@ func (ps *poolSim) checkCall(pc *poolCall, v func(string, ...any)) (missing bool
 		}
 		return false
 	}
+	if ps.plan.calm && errors.Is(err, ErrNeverSent) && pc.endSeq < ps.stopSeq {
+		v("%s: ended %v before Stop, while node 0 took every connection and behaved, and it could have tried every node", what, err)
+	}
 	var perr ErrProtocol
 	switch {
 	case err == nil:
 		if !r.answeredWith(call, recv, "OK") {
 			v("%s: reported success, but no command carrying it was answered OK (received %d times)", what, len(recv))
 		}
-	case errors.Is(err, ErrNeverSent), errors.Is(err, ErrTooLarge):
+	case errors.Is(err, ErrNeverSent):
 		if cmd := maybeStored(call, recv); cmd != nil {
 			v("%s: reported %v (not stored), yet conn#%d received it and answered %q", what, err, cmd.conn, cmd.answer)
 		}
