@@ -385,7 +385,7 @@ type poolSim struct {
 	// Guarded by sim.mu.
 	calls   []*poolCall
 	byCall  map[*simCall]*poolCall
-	changes []int // sim.seq of each node state change the pool logged
+	changes []int    // sim.seq of each node state change the pool logged
 	flushes [][2]int // sim.seq when each Flush that returned nil began and returned
 }
 
