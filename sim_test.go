@@ -477,9 +477,9 @@ type simRun struct {
 	trace      []string
 	seq        int // orders the events the run records (commands read, and TestPoolSimulation's own)
 
-	// strictResend, set by TestPoolSimulation, makes record check that a
-	// body is never received again after a command that may have stored it
-	// or that refused it alone for good (see resendAfter).
+	// strictResend makes check verify that a body is never received again
+	// after a command that may have stored it or that refused it alone for
+	// good (checkResends), instead of record checking only "after OK".
 	strictResend bool
 	// reasons, when set, gives the error frames the fake may answer to a
 	// publish command, by the command (TestPoolSimulation's: codes that
@@ -1089,11 +1089,7 @@ func (r *simRun) record(sc *simConn, cmd fakensqd.Command) *simCmd {
 			continue
 		}
 		for _, prev := range b.received {
-			if r.strictResend {
-				if why := resendAfter(prev, b.call); why != "" {
-					r.violations = append(r.violations, fmt.Sprintf("conn#%d: body %s sent again after conn#%d %s", sc.id, shortBody(m), prev.conn, why))
-				}
-			} else if prev.answer == "OK" {
+			if prev.answer == "OK" && !r.strictResend { // else checkResends, once every answer is known
 				r.violations = append(r.violations, fmt.Sprintf("conn#%d: body %s sent again after conn#%d answered OK to it", sc.id, shortBody(m), prev.conn))
 			}
 		}
@@ -1285,6 +1281,28 @@ func (r *simRun) check() {
 	}
 	r.checkBackoff(v)
 	r.checkNOPs(v)
+	if r.strictResend {
+		r.checkResends(v)
+	}
+}
+
+// checkResends checks, once the run is over and every answer is known, that
+// no body was received again after a command that left it unanswered,
+// answered OK or E_MPUB_FAILED, or refused it alone for good (see
+// resendAfter). (At the time a fake reads a command, the answer of an
+// earlier one may not be recorded yet: the client can have it, and act on
+// it, first.)
+func (r *simRun) checkResends(v func(string, ...any)) {
+	for text, b := range r.bodies {
+		for i, prev := range b.received {
+			if why := resendAfter(prev, b.call); why != "" {
+				for _, next := range b.received[i+1:] {
+					v("conn#%d: body %s sent again after conn#%d %s", next.conn, shortBody(text), prev.conn, why)
+				}
+				break
+			}
+		}
+	}
 }
 
 // checkCall checks one call's outcome against what the fake received and
