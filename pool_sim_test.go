@@ -92,6 +92,7 @@ func FuzzPoolSimulation(f *testing.F) {
 		for i := range plan.nodes {
 			plan.nodes[i].hostility = 100 // the bytes decide: see byteChooser
 		}
+		plan.calm = false // the fakes are not
 		bc := &byteChooser{b: script}
 		runPoolSim(t, seed, plan, func(int) chooser { return bc }, false)
 	})
