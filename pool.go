@@ -511,9 +511,15 @@ func (p *ProducerPool) runSync(ctx context.Context, t *poolTx) error {
 			return err
 		}
 		err := n.publishSync(ctx, t)
-		if err == ErrStopped {
+		switch {
+		case err == ErrStopped:
 			// The node was removed after it was given this publish.
 			err = neverSentf(fmt.Errorf("nsq: nsqd %s left the pool", n.addr))
+		case errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrNeverSent):
+			// Refused at the node Producer's call, over a limit nsqd
+			// stated (the pool checked the configured ones): the pool
+			// accepted it, and it reached no nsqd.
+			err = neverSent(err)
 		}
 		var buf [4]*poolTx
 		out := buf[:0]
@@ -825,9 +831,18 @@ func (p *ProducerPool) takeRoom(ctx context.Context, t *poolTx) error {
 		return ctx.Err()
 	}
 	refused := func(err error) error {
-		if err == ErrPendingFull {
-			p.stats.refused.Add(1)
+		if err != ErrPendingFull {
+			return err
 		}
+		// After Stop began, no room is coming: the refusal is ErrStopped,
+		// as a Producer's is.
+		p.mu.Lock()
+		stopped := p.stopped
+		p.mu.Unlock()
+		if stopped {
+			return ErrStopped
+		}
+		p.stats.refused.Add(1)
 		return err
 	}
 	for {

@@ -82,7 +82,9 @@ func (h *nodeHook) flush() []*ProducerTransaction {
 // handOver returns the Producer's transactions for the publishes of box,
 // taken from the node's box, appended to txs, with their room taken under
 // the Producer's limits. A publish the Producer refuses (over a size limit
-// nsqd stated on this connection) is settled with its error instead.
+// nsqd stated on this connection) is settled with its error instead, never
+// sent (ErrTooLarge and ErrNeverSent, as a Producer's queued publishes
+// end): the pool accepted it.
 func (n *poolNode) handOver(box []*poolTx, txs []*ProducerTransaction) []*ProducerTransaction {
 	pr := n.producer
 	var refused []*poolTx
@@ -92,7 +94,7 @@ func (n *poolNode) handOver(box []*poolTx, txs []*ProducerTransaction) []*Produc
 		tx, err := n.producerTx(t)
 		if err != nil {
 			pr.stats.refused.Add(1)
-			refused, errs = append(refused, t), append(errs, err)
+			refused, errs = append(refused, t), append(errs, neverSent(err))
 			continue
 		}
 		count, bytes = count+1, bytes+tx.size

@@ -436,7 +436,7 @@ func runSim(t *testing.T, seed uint64, plan *simPlan, newChooser func(conn int) 
 	}()
 	synctest.Test(t, func(t *testing.T) {
 		r := &simRun{t: t, seed: seed, plan: plan, newChooser: newChooser, verbose: verbose,
-			bodies: make(map[string]*simBody), runEnd: make(chan struct{})}
+			bodies: make(map[string]*simBody), runEnd: make(chan struct{}), strictResend: true}
 		r.run()
 	})
 }
@@ -475,6 +475,16 @@ type simRun struct {
 	calls      []*simCall
 	violations []string
 	trace      []string
+	seq        int // orders the events the run records (commands read, and TestPoolSimulation's own)
+
+	// strictResend makes check verify that a body is never received again
+	// after a command that may have stored it or that refused it alone for
+	// good (checkResends), instead of record checking only "after OK".
+	strictResend bool
+	// reasons, when set, gives the error frames the fake may answer to a
+	// publish command, by the command (TestPoolSimulation's: codes that
+	// match the command, as nsqd's do); else fatalReasons["publish"].
+	reasons func(rec *simCmd) []string
 }
 
 // simConn is what the fake saw of one connection.
@@ -488,6 +498,8 @@ type simConn struct {
 	endedBy       string
 	heartbeats    int // heartbeats the fake sent
 	nops          int // NOPs it read
+	node          int // which fake nsqd accepted it (TestPoolSimulation)
+	hostility     int // percent of the fake's steps on it that are hostile
 }
 
 // simBody is one body of one call, and what the fake did with it.
@@ -498,6 +510,7 @@ type simBody struct {
 
 // simCmd is one publish command the fake read.
 type simCmd struct {
+	seq    int // when the fake read it, in the run's event order (simRun.seq)
 	conn   int
 	name   string
 	topic  string
@@ -727,7 +740,7 @@ func (r *simRun) acceptLoop() {
 		if err != nil {
 			return
 		}
-		sc := &simConn{id: i, acceptAt: time.Now()}
+		sc := &simConn{id: i, acceptAt: time.Now(), hostility: r.plan.hostility}
 		r.mu.Lock()
 		r.conns = append(r.conns, sc)
 		r.traceLocked("conn#%d accepted", i)
@@ -935,7 +948,7 @@ func (r *simRun) handshake(sc *simConn, c *fakensqd.Conn, ch chooser) bool {
 // something hostile. It returns whether the connection goes on.
 func (r *simRun) act(sc *simConn, c *fakensqd.Conn, ch chooser, step string, answer []byte, rec *simCmd) bool {
 	a := actBehave
-	if ch.IntN(100) >= 100-r.plan.hostility {
+	if ch.IntN(100) >= 100-sc.hostility {
 		a = ch.IntN(numActs)
 	}
 	if a != actBehave {
@@ -957,6 +970,9 @@ func (r *simRun) act(sc *simConn, c *fakensqd.Conn, ch chooser, step string, ans
 		}
 	case actFatal:
 		reasons := fatalReasons[step]
+		if rec != nil && r.reasons != nil {
+			reasons = r.reasons(rec)
+		}
 		if reasons == nil {
 			// nsqd never answers a NOP: an error then would be taken, by
 			// any client, for the answer to the publish pending before it.
@@ -1059,6 +1075,8 @@ func (r *simRun) record(sc *simConn, cmd fakensqd.Command) *simCmd {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.seq++
+	rec.seq = r.seq
 	r.traceLocked("conn#%d got %s %s %s", sc.id, rec.name, rec.topic, strings.Join(shortBodies(rec.msgs), ","))
 	for _, m := range rec.msgs {
 		if strings.Contains(m, "!") {
@@ -1071,7 +1089,7 @@ func (r *simRun) record(sc *simConn, cmd fakensqd.Command) *simCmd {
 			continue
 		}
 		for _, prev := range b.received {
-			if prev.answer == "OK" {
+			if prev.answer == "OK" && !r.strictResend { // else checkResends, once every answer is known
 				r.violations = append(r.violations, fmt.Sprintf("conn#%d: body %s sent again after conn#%d answered OK to it", sc.id, shortBody(m), prev.conn))
 			}
 		}
@@ -1263,6 +1281,28 @@ func (r *simRun) check() {
 	}
 	r.checkBackoff(v)
 	r.checkNOPs(v)
+	if r.strictResend {
+		r.checkResends(v)
+	}
+}
+
+// checkResends checks, once the run is over and every answer is known, that
+// no body was received again after a command that left it unanswered,
+// answered OK or E_MPUB_FAILED, or refused it alone for good (see
+// resendAfter). (At the time a fake reads a command, the answer of an
+// earlier one may not be recorded yet: the client can have it, and act on
+// it, first.)
+func (r *simRun) checkResends(v func(string, ...any)) {
+	for text, b := range r.bodies {
+		for i, prev := range b.received {
+			if why := resendAfter(prev, b.call); why != "" {
+				for _, next := range b.received[i+1:] {
+					v("conn#%d: body %s sent again after conn#%d %s", next.conn, shortBody(text), prev.conn, why)
+				}
+				break
+			}
+		}
+	}
 }
 
 // checkCall checks one call's outcome against what the fake received and
@@ -1389,21 +1429,27 @@ func (r *simRun) answeredWith(call *simCall, recv []*simCmd, answer string) bool
 // it died unanswered within reconnect_backoff) the next one waits at least
 // the lower half of the n-th backoff.
 func (r *simRun) checkBackoff(v func(string, ...any)) {
+	checkBackoffOf(r.conns, r.plan.backoff, r.plan.maxBackoff, v)
+}
+
+// checkBackoffOf is checkBackoff for the connections of one nsqd, in the
+// order they came.
+func checkBackoffOf(conns []*simConn, backoff, maxBackoff time.Duration, v func(string, ...any)) {
 	n := 0
-	for i, sc := range r.conns {
+	for i, sc := range conns {
 		if i > 0 && n > 0 {
-			prev := r.conns[i-1]
-			d := r.plan.backoff
-			for k := 1; k < n && d < r.plan.maxBackoff; k++ {
+			prev := conns[i-1]
+			d := backoff
+			for k := 1; k < n && d < maxBackoff; k++ {
 				d *= 2
 			}
-			d = min(d, r.plan.maxBackoff)
+			d = min(d, maxBackoff)
 			if gap := sc.acceptAt.Sub(prev.endAt); prev.ended && gap < d/2 {
 				v("conn#%d came %s after conn#%d ended, the %d-th failure in a row: want at least %s (backoff %s to %s)",
-					i, gap, i-1, n, d/2, r.plan.backoff, r.plan.maxBackoff)
+					sc.id, gap, prev.id, n, d/2, backoff, maxBackoff)
 			}
 		}
-		failed := !sc.handshakeDone || (!sc.answered && sc.endAt.Sub(sc.acceptAt) < r.plan.backoff)
+		failed := !sc.handshakeDone || (!sc.answered && sc.endAt.Sub(sc.acceptAt) < backoff)
 		if failed {
 			n++
 		} else {
