@@ -55,31 +55,7 @@ const poolSimCIRuns = 100
 
 func TestPoolSimulation(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	switch {
-	case *poolSimSeedFlag != 0:
-		runPoolSimSeed(t, *poolSimSeedFlag, true)
-	case *poolSimSurvey > 0:
-		defer surveyKinds(t)()
-		for seed := uint64(1); seed <= uint64(*poolSimSurvey); seed++ {
-			if testing.Verbose() && seed%500 == 0 {
-				fmt.Printf("pool simulation: seed %d\n", seed)
-			}
-			runPoolSimSeed(t, seed, false)
-		}
-	case *poolSimDuration > 0:
-		defer surveyKinds(t)()
-		start := time.Now()
-		first := uint64(start.UnixNano())
-		n := 0
-		for ; time.Since(start) < *poolSimDuration; n++ {
-			runPoolSimSeed(t, first+uint64(n), false)
-		}
-		fmt.Printf("pool simulation: %d schedules explored in %s (seeds %d to %d)\n", n, time.Since(start).Round(time.Second), first, first+uint64(n)-1)
-	default:
-		for seed := uint64(1); seed <= poolSimCIRuns && !t.Failed(); seed++ {
-			runPoolSimSeed(t, seed, false)
-		}
-	}
+	runSeeds(t, "pool simulation", seedRuns{seed: *poolSimSeedFlag, survey: *poolSimSurvey, duration: *poolSimDuration, ci: poolSimCIRuns}, runPoolSimSeed)
 }
 
 func FuzzPoolSimulation(f *testing.F) {

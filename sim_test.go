@@ -82,31 +82,49 @@ func TestSimulation(t *testing.T) {
 	// little: with a fourth of the collections, the race detector's work
 	// on each freed object falls with them (a sixth of the test's time).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	runSeeds(t, "simulation", seedRuns{seed: *simSeedFlag, survey: *simSurvey, duration: *simDuration, ci: simCIRuns}, runSimSeed)
+}
+
+// seedRuns says which seeds a simulation test runs: one seed (with its
+// trace), seeds 1 to survey, fresh seeds for duration, or else the CI
+// budget, seeds 1 to ci.
+type seedRuns struct {
+	seed     uint64
+	survey   int
+	duration time.Duration
+	ci       int
+}
+
+// runSeeds runs the seeds sr names with run. A survey and a timed run go on
+// after a failure, listing at the end the seeds that broke each invariant;
+// the CI budget stops at the first failing seed.
+func runSeeds(t *testing.T, name string, sr seedRuns, run func(t *testing.T, seed uint64, verbose bool)) {
 	switch {
-	case *simSeedFlag != 0:
-		runSimSeed(t, *simSeedFlag, true)
-	case *simSurvey > 0:
+	case sr.seed != 0:
+		run(t, sr.seed, true)
+	case sr.survey > 0:
 		defer surveyKinds(t)()
-		for seed := uint64(1); seed <= uint64(*simSurvey); seed++ {
-			runSimSeed(t, seed, false)
+		for seed := uint64(1); seed <= uint64(sr.survey); seed++ {
+			if testing.Verbose() && seed%500 == 0 {
+				fmt.Printf("%s: seed %d\n", name, seed)
+			}
+			run(t, seed, false)
 		}
-	case *simDuration > 0:
-		// Runs on after a failure, listing at the end the seeds that broke
-		// each invariant.
+	case sr.duration > 0:
 		defer surveyKinds(t)()
 		start := time.Now()
 		first := uint64(start.UnixNano())
 		n := 0
-		for ; time.Since(start) < *simDuration; n++ {
+		for ; time.Since(start) < sr.duration; n++ {
 			if n%1000 == 0 {
-				fmt.Printf("simulation: seeds %d to %d\n", first+uint64(n), first+uint64(n)+999)
+				fmt.Printf("%s: seeds %d to %d\n", name, first+uint64(n), first+uint64(n)+999)
 			}
-			runSimSeed(t, first+uint64(n), false)
+			run(t, first+uint64(n), false)
 		}
-		fmt.Printf("simulation: %d schedules explored in %s (seeds %d to %d)\n", n, time.Since(start).Round(time.Second), first, first+uint64(n)-1)
+		fmt.Printf("%s: %d schedules explored in %s (seeds %d to %d)\n", name, n, time.Since(start).Round(time.Second), first, first+uint64(n)-1)
 	default:
-		for seed := uint64(1); seed <= simCIRuns && !t.Failed(); seed++ {
-			runSimSeed(t, seed, false)
+		for seed := uint64(1); seed <= uint64(sr.ci) && !t.Failed(); seed++ {
+			run(t, seed, false)
 		}
 	}
 }
